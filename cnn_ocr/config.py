@@ -9,7 +9,7 @@ from __future__ import annotations
 import copy
 from functools import lru_cache
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -56,10 +56,99 @@ class DataParams(Strict):
         return self
 
 
+# --- models: one block per model family (read by cnn_ocr.train) ---------------------------------
+
+DataVersionName = Annotated[str, Field(pattern=r"^v\d+\.\d+$")]
+
+
+class EvaluationParams(Strict):
+    batch_size: int = Field(2048, ge=1, le=65536)
+    train_eval_samples: int = Field(10000, ge=10)  # training images scored for the final train_accuracy
+    latency_runs: int = Field(200, ge=5, le=10000)  # batch-1 CPU predictions timed (median reported)
+    misclassified_shown: int = Field(36, ge=0, le=100)
+
+
+class BatchAugmentParams(Strict):
+    """Random affine jitter applied to each training batch on the fly (CNN families)."""
+
+    enabled: bool = False
+    rotation_deg: float = Field(8.0, ge=0, le=45)
+    shift_px: float = Field(2.0, ge=0, le=6)
+    scale: float = Field(0.08, ge=0, lt=0.5)  # zoom drawn from [1 - scale, 1 + scale]
+
+
+class TorchTrainParams(Strict):
+    """Knobs shared by the CNN families: one training loop reads them."""
+
+    data_version: DataVersionName = "v2.0"
+    lr: float = Field(0.001, gt=0, le=1)
+    weight_decay: float = Field(0.0, ge=0, le=1)
+    batch_size: int = Field(128, ge=1, le=8192)
+    epochs: int = Field(10, ge=1, le=500)
+    patience: int | None = Field(None, ge=1)  # early stopping on val loss, best weights restored; null = off
+    epoch_samples: int | None = Field(None, ge=1)  # training images drawn per epoch; null = all
+    lr_schedule: Literal["constant", "onecycle"] = "constant"
+    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    augment: BatchAugmentParams = BatchAugmentParams()
+    max_train_samples: int | None = Field(None, ge=10)  # stratification-free cap for quick runs
+
+
+class BaseCnnParams(TorchTrainParams):
+    conv_filters: int = Field(32, ge=1, le=512)
+    kernel_size: int = Field(3, ge=1, le=7)
+    pool_after_each_conv: bool = True
+    dense_units: int = Field(128, ge=1, le=8192)
+    dropout: float = Field(0.0, ge=0, lt=1)
+
+
+class ImprovedCnnParams(TorchTrainParams):
+    data_version: DataVersionName = "v3.0"
+    lr: float = Field(0.0005, gt=0, le=1)
+    epochs: int = Field(15, ge=1, le=500)
+    patience: int | None = Field(4, ge=1)
+    epoch_samples: int | None = Field(60000, ge=1)
+    lr_schedule: Literal["constant", "onecycle"] = "onecycle"
+    augment: BatchAugmentParams = BatchAugmentParams(enabled=True, rotation_deg=6.0, shift_px=1.5, scale=0.06)
+    conv_filters: list[int] = [32, 32, 64, 64]  # conv pairs, max-pooling after each pair
+    kernel_size: int = Field(3, ge=1, le=7)
+    padding: int = Field(0, ge=0, le=3)
+    dense_units: list[int] = [256, 128]
+    conv_dropout: float = Field(0.25, ge=0, lt=1)
+    dense_dropout: float = Field(0.5, ge=0, lt=1)
+
+    @model_validator(mode="after")
+    def _layers(self) -> ImprovedCnnParams:
+        if not self.conv_filters or len(self.conv_filters) % 2 or min(self.conv_filters) < 1:
+            raise ValueError("models.improved_cnn.conv_filters must be a non-empty even-length list of positive ints")
+        if not self.dense_units or min(self.dense_units) < 1:
+            raise ValueError("models.improved_cnn.dense_units must be a non-empty list of positive ints")
+        return self
+
+
+class SvmParams(Strict):
+    data_version: DataVersionName = "v2.0"
+    scaling: Literal["standard", "minmax", "none"] = "standard"  # applied to the normalized pixels
+    pca_components: int | None = Field(None, ge=1, le=784)
+    pca_whiten: bool = False
+    kernel: Literal["rbf", "poly", "linear", "sigmoid"] = "rbf"
+    C: float = Field(10.0, gt=0)
+    gamma: float | Literal["scale", "auto"] = 0.001
+    cache_size_mb: int = Field(1000, ge=50, le=65536)
+    max_train_samples: int | None = Field(None, ge=10)
+
+
+class ModelsParams(Strict):
+    evaluation: EvaluationParams = EvaluationParams()
+    base_cnn: BaseCnnParams = BaseCnnParams()
+    svm: SvmParams = SvmParams()
+    improved_cnn: ImprovedCnnParams = ImprovedCnnParams()
+
+
 class Params(Strict):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataParams = DataParams()
+    models: ModelsParams = ModelsParams()
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
