@@ -155,8 +155,13 @@ def load_mnist_pickle(gz_bytes: bytes) -> RawArrays:
         (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = payload
     except (pickle.UnpicklingError, ValueError, TypeError, EOFError) as exc:
         raise SourceError("pypi", f"unexpected pickle content: {exc}") from None
-    # Pixels were stored as uint8/256; multiply back exactly.
-    to_u8 = lambda a: np.rint(np.asarray(a, dtype=np.float64) * 256).astype(np.uint8).reshape(-1, 28, 28)  # noqa: E731
+    def to_u8(a: np.ndarray) -> np.ndarray:
+        # Pixels were stored as uint8/256 in float32: multiplying back must give integers exactly.
+        scaled = np.asarray(a, dtype=np.float64) * 256
+        if not np.array_equal(scaled, np.rint(scaled)) or scaled.max() > 255:
+            raise SourceError("pypi", "pixels are not exact multiples of 1/256; not the expected MNIST pickle")
+        return scaled.astype(np.uint8).reshape(-1, 28, 28)
+
     arrays = {
         "train_x": np.concatenate([to_u8(tr_x), to_u8(va_x)]),
         "train_y": np.concatenate([tr_y, va_y]),

@@ -1,0 +1,44 @@
+# The two commands a user needs: `make run` (the whole lifecycle) and `make test` (the whole test suite).
+SHELL := /bin/bash
+PYTHON ?= $(shell command -v python3.11 || command -v python3)
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+export PATH := $(CURDIR)/$(BIN):$(PATH)
+
+.PHONY: run test install system-deps data serve ui bench lint clean-venv
+
+$(STAMP): pyproject.toml requirements.lock
+	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+	$(BIN)/python -m pip install -q -r requirements.lock
+	$(BIN)/python -m pip install -q --no-deps -e .
+	@touch $(STAMP)
+
+install: $(STAMP)
+
+# Debian packages used by the tests: Chromium (browser test), Fashion-MNIST IDX files (IDX reader test), wrk (load).
+SYSTEM_PACKAGES := chromium dataset-fashion-mnist wrk
+system-deps:
+	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian packages: $$missing"; \
+	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
+	fi
+
+data: install
+	dvc repro prepare
+	ocr data info
+
+run: data
+	@echo "Raw data: data/raw/mnist (verified cache); processed versions: data/processed/{v2.0,v3.0} (DVC-tracked)."
+
+test: install system-deps
+	$(BIN)/python -m pytest -q
+
+lint: install
+	$(BIN)/ruff check cnn_ocr app tests benchmarks
+
+clean-venv:
+	rm -rf $(VENV)
