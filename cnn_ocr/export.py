@@ -1,0 +1,220 @@
+"""Export a trained model to one self-contained ONNX file plus `spec.json`, and prove it matches.
+
+The ONNX graph takes float32 (N, 1, 28, 28) normalized by `to_model_input` (input "input") and returns
+float32 (N, 10) "logits"; probabilities are softmax(logits / temperature). For the CNNs the temperature is
+fit on the validation split (minimum negative log-likelihood). The SVM is already calibrated, so its graph
+returns log-probabilities as "logits" and its temperature is 1.
+
+Before a folder is written, a parity check runs ONNX Runtime and the training framework on test images:
+probabilities must agree within a tolerance and predictions must be identical, else `ExportError`.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from cnn_ocr.calibration import fit_temperature, nll, softmax
+from cnn_ocr.data.atomic import atomic_dir
+from cnn_ocr.preprocess import IMAGE_SIZE, preprocessing_spec, to_model_input
+
+log = logging.getLogger(__name__)
+
+ONNX_FILE = "model.onnx"
+SPEC_FILE = "spec.json"
+INPUT_NAME = "input"
+OUTPUT_NAME = "logits"
+OPSET = 17
+FORMAT_VERSION = 1
+LABELS = list(range(10))
+CNN_FAMILIES = ("base_cnn", "improved_cnn")
+SKLEARN_FAMILIES = ("svm",)
+_BATCH = 512
+
+
+class ExportError(RuntimeError):
+    """The model could not be exported, or the exported graph does not match the framework."""
+
+
+@dataclass(frozen=True)
+class ParityReport:
+    """Outcome of comparing ONNX Runtime with the training framework on the same images."""
+
+    n_images: int
+    max_abs_diff: float
+    mismatched_predictions: int
+    tolerance: float
+
+    @property
+    def ok(self) -> bool:
+        return self.max_abs_diff <= self.tolerance and self.mismatched_predictions == 0
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """Where the exported files are, the temperature used and the parity evidence."""
+
+    folder: Path
+    temperature: float
+    parity: ParityReport
+    val_nll_before: float
+    val_nll_after: float
+
+
+def framework_logits(model: Any, family: str, images: np.ndarray) -> np.ndarray:
+    """The framework's logits for uint8 images (N, 28, 28); log-probabilities for the SVM."""
+    x = to_model_input(images)
+    if family in SKLEARN_FAMILIES:
+        proba = model.predict_proba(x.reshape(len(x), -1))
+        return np.log(np.clip(proba, 1e-300, None))
+    import torch
+
+    net = _cpu_eval_copy(model)
+    outs = []
+    with torch.no_grad():
+        for start in range(0, len(x), _BATCH):
+            outs.append(net(torch.from_numpy(x[start : start + _BATCH])).numpy())
+    return np.concatenate(outs).astype(np.float32)
+
+
+def framework_probabilities(model: Any, family: str, images: np.ndarray, temperature: float) -> np.ndarray:
+    """The probabilities the framework itself gives (the SVM's own calibrated `predict_proba`)."""
+    if family in SKLEARN_FAMILIES:
+        x = to_model_input(images)
+        return np.asarray(model.predict_proba(x.reshape(len(x), -1)), dtype=np.float64)
+    return softmax(framework_logits(model, family, images), temperature)
+
+
+def _cpu_eval_copy(model: Any) -> Any:
+    import copy
+
+    return copy.deepcopy(model).to("cpu").eval()
+
+
+def export_onnx(model: Any, family: str, path: Path) -> Path:
+    """Write the model as one ONNX file (opset 17, dynamic batch axis, "input" -> "logits")."""
+    path = Path(path)
+    if family in CNN_FAMILIES:
+        _export_torch(model, path)
+    elif family in SKLEARN_FAMILIES:
+        from cnn_ocr.export_sklearn import sklearn_to_onnx
+
+        try:
+            graph = sklearn_to_onnx(model, INPUT_NAME, OUTPUT_NAME, OPSET)
+        except ValueError as exc:
+            raise ExportError(str(exc)) from None
+        path.write_bytes(graph.SerializeToString())
+    else:
+        raise ExportError(f"unknown model family {family!r}; expected one of {CNN_FAMILIES + SKLEARN_FAMILIES}")
+    import onnx
+
+    onnx.checker.check_model(str(path), full_check=True)
+    return path
+
+
+def _export_torch(model: Any, path: Path) -> None:
+    import torch
+
+    net = _cpu_eval_copy(model)
+    dummy = torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.float32)
+    torch.onnx.export(
+        net,
+        (dummy,),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+        opset_version=OPSET,
+        dynamo=False,
+    )
+    if path.with_name(path.name + ".data").exists():
+        raise ExportError(f"{path} was written with external weights; expected one self-contained file")
+
+
+def onnx_probabilities(onnx_path: Path, images: np.ndarray, temperature: float) -> np.ndarray:
+    """Probabilities from ONNX Runtime exactly as a server computes them from the spec."""
+    import onnxruntime as ort
+
+    opts = ort.SessionOptions()
+    opts.log_severity_level = 3
+    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
+    x = to_model_input(images)
+    outs = [sess.run([OUTPUT_NAME], {INPUT_NAME: x[s : s + _BATCH]})[0] for s in range(0, len(x), _BATCH)]
+    return softmax(np.concatenate(outs), temperature)
+
+
+def check_parity(
+    onnx_path: Path, model: Any, family: str, images: np.ndarray, temperature: float, tolerance: float = 1e-4
+) -> ParityReport:
+    """Compare ONNX Runtime with the framework on `images`; raise `ExportError` unless they agree."""
+    ours = onnx_probabilities(onnx_path, images, temperature)
+    theirs = framework_probabilities(model, family, images, temperature)
+    report = ParityReport(
+        n_images=len(images),
+        max_abs_diff=float(np.abs(ours - theirs).max()),
+        mismatched_predictions=int((ours.argmax(1) != theirs.argmax(1)).sum()),
+        tolerance=tolerance,
+    )
+    if not report.ok:
+        raise ExportError(
+            f"ONNX parity failed on {report.n_images} images: max |p_onnx - p_{family}| = "
+            f"{report.max_abs_diff:.2e} (tolerance {tolerance:.0e}), "
+            f"{report.mismatched_predictions} different predictions"
+        )
+    log.info("ONNX parity ok on %d images (max abs diff %.2e)", report.n_images, report.max_abs_diff)
+    return report
+
+
+def build_spec(temperature: float, model_block: dict[str, Any]) -> dict[str, Any]:
+    """The `spec.json` that travels with `model.onnx`."""
+    keys = ("name", "version", "family", "run_id", "alias", "test_accuracy", "data_version")
+    return {
+        "format_version": FORMAT_VERSION,
+        "input_name": INPUT_NAME,
+        "output_name": OUTPUT_NAME,
+        "labels": LABELS,
+        "temperature": float(temperature),
+        "preprocessing": preprocessing_spec(),
+        "model": {key: model_block.get(key) for key in keys},
+    }
+
+
+def write_spec(folder: Path, spec: dict[str, Any]) -> Path:
+    """Write `spec.json` (sorted, indented) into `folder`."""
+    path = Path(folder) / SPEC_FILE
+    path.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    return path
+
+
+def export_model(
+    model: Any,
+    family: str,
+    *,
+    val: tuple[np.ndarray, np.ndarray],
+    test_images: np.ndarray,
+    dest: Path,
+    model_block: dict[str, Any],
+    tolerance: float = 1e-4,
+) -> ExportResult:
+    """Export, calibrate (CNNs) and parity-check a model; `dest` holds model.onnx + spec.json only on success."""
+    val_x, val_y = val
+    val_logits = framework_logits(model, family, val_x)
+    before = nll(val_logits, val_y)
+    temperature = 1.0 if family in SKLEARN_FAMILIES else fit_temperature(val_logits, val_y)
+    after = nll(val_logits, val_y, temperature)
+    log.info("temperature %.4f (validation NLL %.4f -> %.4f)", temperature, before, after)
+    with atomic_dir(Path(dest)) as tmp:
+        onnx_path = export_onnx(model, family, tmp / ONNX_FILE)
+        parity = check_parity(onnx_path, model, family, test_images, temperature, tolerance)
+        write_spec(tmp, build_spec(temperature, {**model_block, "family": family}))
+    return ExportResult(Path(dest), temperature, parity, before, after)
+
+
+def parity_summary(result: ExportResult) -> dict[str, Any]:
+    """Flat, loggable view of an export."""
+    return {"temperature": result.temperature, **asdict(result.parity)}
