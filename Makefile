@@ -1,18 +1,21 @@
 # The two commands a user needs: `make run` (the whole lifecycle) and `make test` (the whole test suite).
 SHELL := /bin/bash
+.SHELLFLAGS := -eo pipefail -c
 PYTHON ?= $(shell command -v python3.11 || command -v python3)
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 export PATH := $(CURDIR)/$(BIN):$(PATH)
+# Drop pip's notes about unused local package folders; keep everything else it says.
+PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
 .PHONY: run test install system-deps data serve ui bench lint clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -r requirements.lock
-	$(BIN)/python -m pip install -q --no-deps -e .
+	$(BIN)/python -m pip install -q --upgrade pip 2>&1 | $(PIP_QUIET)
+	$(BIN)/python -m pip install -q -r requirements.lock 2>&1 | $(PIP_QUIET)
+	$(BIN)/python -m pip install -q --no-deps -e . 2>&1 | $(PIP_QUIET)
 	@touch $(STAMP)
 
 install: $(STAMP)
