@@ -11,7 +11,7 @@ from rich.console import Console
 
 from cnn_ocr.config import ConfigError, Params, load_params
 
-console = Console()
+console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Params file to read.")]
