@@ -144,11 +144,79 @@ class ModelsParams(Strict):
     improved_cnn: ImprovedCnnParams = ImprovedCnnParams()
 
 
+# --- lifecycle: tuning, selection / promotion, export (read by tune, select, registry, export) ------------
+
+FamilyName = Literal["base_cnn", "svm", "improved_cnn"]
+_FAMILY_PARAMS: dict[str, type[BaseModel]] = {
+    "base_cnn": BaseCnnParams, "svm": SvmParams, "improved_cnn": ImprovedCnnParams,
+}
+
+
+class SearchDim(Strict):
+    """One search dimension: a numeric range [low, high] (log-scaled, integer, stepped) or a list of choices."""
+
+    low: float | None = None
+    high: float | None = None
+    log: bool = False
+    integer: bool = False
+    step: float | None = Field(None, gt=0)
+    choices: list[float | int | str | bool | None] | None = None
+
+    @model_validator(mode="after")
+    def _one_kind(self) -> SearchDim:
+        if self.choices is not None:
+            if not self.choices or self.low is not None or self.high is not None:
+                raise ValueError("give either non-empty choices or low/high, not both")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError("a range needs low < high")
+        elif self.log and (self.low <= 0 or self.step is not None):
+            raise ValueError("a log range needs low > 0 and no step")
+        return self
+
+
+class TuneParams(Strict):
+    family: FamilyName = "improved_cnn"  # what `ocr tune` tunes when --model is not given
+    trials: int = Field(8, ge=0, le=10000)  # trials run by this worker (each worker of a shared study runs its own)
+    timeout_s: float | None = Field(None, gt=0)  # stop starting new trials after this many seconds
+    storage: str | None = None  # Optuna storage URL; null = sqlite file optuna.db at the project root
+    startup_trials: int = Field(4, ge=0)  # random trials before TPE models the space; also no pruning before
+    warmup_epochs: int = Field(1, ge=0)  # epochs reported before a trial may be pruned
+    final: bool = True  # after tuning, train the best params once on the family's full settings
+    best_params_file: Path = Path("tuning/best_params.yaml")
+    fixed: dict[FamilyName, dict[str, Any]] = {}  # settings of every trial (not of the final training)
+    space: dict[FamilyName, dict[str, SearchDim]] = {}
+
+    @model_validator(mode="after")
+    def _known_keys(self) -> TuneParams:
+        for section in ("fixed", "space"):
+            for family, block in getattr(self, section).items():
+                unknown = sorted(set(block) - set(_FAMILY_PARAMS[family].model_fields))
+                if unknown:
+                    raise ValueError(f"tune.{section}.{family}: {', '.join(unknown)} not in models.{family}")
+        return self
+
+
+class SelectParams(Strict):
+    registered_model: str = Field("OCR-Production-Model", min_length=1)
+    experiments: list[str] = ["baseline-models", "improved-cnn", "hyperparameter-tuning"]  # candidate runs
+    margin_pp: float = Field(0.05, ge=0, le=100)  # test-accuracy points a candidate must gain over production
+    latency_budget_ms: float = Field(5.0, gt=0)  # max inference_ms_per_image (batch 1, CPU median)
+
+
+class ExportParams(Strict):
+    parity_images: int = Field(1000, ge=10)  # test images compared between ONNX Runtime and the framework
+    parity_tolerance: float = Field(1e-4, gt=0, le=0.1)  # max |p_onnx - p_framework|
+    production_dir: Path = Path("models/production")  # where `ocr export --alias production` writes
+
+
 class Params(Strict):
     seed: int = 42
     device: Literal["auto", "cpu", "cuda"] = "auto"
     data: DataParams = DataParams()
     models: ModelsParams = ModelsParams()
+    tune: TuneParams = TuneParams()
+    select: SelectParams = SelectParams()
+    export: ExportParams = ExportParams()
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
