@@ -1,0 +1,284 @@
+"""The MLflow model registry (`OCR-Production-Model`), its aliases and their history, and read access to runs.
+
+With `cnn_ocr.tracking`, the only module that talks to MLflow. Versions point at a run's logged model; the
+run also holds the exported `onnx/model.onnx` + `onnx/spec.json` that the service loads. Aliases
+(`production`, `challenger`) replace the deprecated stages. Every alias move is appended to a JSON history
+kept as a tag of the registered model (bounded in size, oldest entries dropped first).
+"""
+
+from __future__ import annotations
+
+import getpass
+import json
+import logging
+import os
+import shutil
+import socket
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cnn_ocr import tracking
+from cnn_ocr.data.atomic import atomic_dir
+
+log = logging.getLogger(__name__)
+
+REGISTERED_MODEL = "OCR-Production-Model"
+PRODUCTION = "production"
+CHALLENGER = "challenger"
+ONNX_ARTIFACT_DIR = "onnx"
+HISTORY_TAG = "alias_history"
+HISTORY_MAX_CHARS = 5000  # a registered-model tag holds 5000 characters in MLflow's SQL schema
+
+
+class RegistryError(RuntimeError):
+    """A registry or tracking-store request that cannot be served; the message says what to do."""
+
+
+@dataclass(frozen=True)
+class ModelVersionInfo:
+    """One registered version: `alias` is the alias it was resolved by (or its first alias)."""
+
+    name: str
+    version: int
+    run_id: str
+    alias: str | None = None
+    tags: dict[str, str] = field(default_factory=dict)
+    aliases: tuple[str, ...] = ()
+
+
+@dataclass(frozen=True)
+class RunRecord:
+    """A tracked run as plain values."""
+
+    run_id: str
+    experiment: str
+    name: str
+    status: str
+    start_time: int
+    params: dict[str, str]
+    metrics: dict[str, float]
+    tags: dict[str, str]
+
+
+def _client() -> Any:
+    from mlflow import MlflowClient
+
+    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in command output
+
+    return MlflowClient(tracking.configure())
+
+
+def _record(run: Any, experiment: str) -> RunRecord:
+    return RunRecord(run.info.run_id, experiment, run.info.run_name or "", run.info.status,
+                     int(run.info.start_time or 0), dict(run.data.params), dict(run.data.metrics),
+                     dict(run.data.tags))
+
+
+def get_run(run_id: str) -> RunRecord:
+    """One run by id; `RegistryError` if the store does not have it."""
+    from mlflow.exceptions import MlflowException
+
+    client = _client()
+    try:
+        run = client.get_run(run_id)
+    except MlflowException:
+        raise RegistryError(f"no run {run_id!r} in the tracking store {tracking.tracking_uri()}") from None
+    return _record(run, client.get_experiment(run.info.experiment_id).name)
+
+
+def search_runs(experiments: list[str], filter_string: str = "") -> list[RunRecord]:
+    """Runs of the named experiments (missing experiments are skipped), newest first."""
+    client = _client()
+    exps = {e.experiment_id: e.name for n in experiments if (e := client.get_experiment_by_name(n))}
+    if not exps:
+        return []
+    runs = client.search_runs(list(exps), filter_string=filter_string, max_results=5000,
+                              order_by=["attributes.start_time DESC"])
+    return [_record(r, exps[r.info.experiment_id]) for r in runs]
+
+
+def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
+    """(step, value) pairs of a metric, in step order."""
+    return sorted((m.step, m.value) for m in _client().get_metric_history(run_id, key))
+
+
+def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
+    """Artifact paths directly under `path` of a run."""
+    return [a.path for a in _client().list_artifacts(run_id, path)]
+
+
+def download_artifacts(run_id: str, path: str, dest: Path) -> Path:
+    """Copy a run artifact (file or folder) into folder `dest`; returns the local path."""
+    Path(dest).mkdir(parents=True, exist_ok=True)
+    return Path(_client().download_artifacts(run_id, path, str(dest)))
+
+
+def log_artifacts(run_id: str, folder: Path, artifact_path: str) -> None:
+    """Upload a folder's files to a (possibly finished) run under `artifact_path`."""
+    _client().log_artifacts(run_id, str(folder), artifact_path)
+
+
+def _info(mv: Any, alias: str | None = None) -> ModelVersionInfo:
+    aliases = tuple(getattr(mv, "aliases", None) or ())
+    return ModelVersionInfo(mv.name, int(mv.version), mv.run_id, alias or (aliases[0] if aliases else None),
+                            dict(mv.tags or {}), aliases)
+
+
+def list_versions(name: str = REGISTERED_MODEL) -> list[ModelVersionInfo]:
+    """Every version of the registered model, oldest first, with its aliases."""
+    client = _client()
+    found = client.search_model_versions(f"name = '{name}'", max_results=10000)
+    # search results may omit aliases: read them from the registered model itself
+    by_version: dict[int, list[str]] = {}
+    if found:
+        for alias, version in (client.get_registered_model(name).aliases or {}).items():
+            by_version.setdefault(int(version), []).append(alias)
+    infos = []
+    for mv in found:
+        aliases = tuple(sorted(by_version.get(int(mv.version), [])))
+        infos.append(ModelVersionInfo(name, int(mv.version), mv.run_id, aliases[0] if aliases else None,
+                                      dict(mv.tags or {}), aliases))
+    return sorted(infos, key=lambda i: i.version)
+
+
+def get_version(name: str, version: int) -> ModelVersionInfo:
+    """One version; `RegistryError` if it does not exist."""
+    for info in list_versions(name):
+        if info.version == int(version):
+            return info
+    raise RegistryError(f"{name} has no version {version}; see `ocr models list`")
+
+
+def find_version_for_run(name: str, run_id: str) -> ModelVersionInfo | None:
+    """The newest version registered from `run_id`, if any."""
+    matches = [i for i in list_versions(name) if i.run_id == run_id]
+    return matches[-1] if matches else None
+
+
+def resolve_alias(name: str, alias: str) -> ModelVersionInfo:
+    """The version an alias points at (e.g. `models:/OCR-Production-Model@production`)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        mv = _client().get_model_version_by_alias(name, alias)
+    except MlflowException:
+        raise RegistryError(
+            f"no version of {name!r} has the alias {alias!r} in {tracking.tracking_uri()}; "
+            "run `ocr select` (or `make run`) to register and promote a model"
+        ) from None
+    return _info(mv, alias)
+
+
+def download_onnx(info: ModelVersionInfo, dest: Path) -> Path:
+    """Write `model.onnx` + `spec.json` (its "model" block filled in) into folder `dest`; returns `dest`."""
+    from cnn_ocr.export import ONNX_FILE, SPEC_FILE
+
+    with tempfile.TemporaryDirectory() as tmp:
+        try:
+            src = download_artifacts(info.run_id, ONNX_ARTIFACT_DIR, Path(tmp))
+        except Exception as exc:  # the store raises several types for a missing artifact
+            raise RegistryError(f"{info.name} v{info.version} (run {info.run_id}) has no ONNX export: {exc}") from None
+        if not (src / ONNX_FILE).is_file() or not (src / SPEC_FILE).is_file():
+            raise RegistryError(f"{info.name} v{info.version}: onnx/ lacks {ONNX_FILE} or {SPEC_FILE}; re-register it")
+        spec = json.loads((src / SPEC_FILE).read_text())
+        spec["model"] = {**spec.get("model", {}), "name": info.name, "version": info.version,
+                         "run_id": info.run_id, "alias": info.alias}
+        with atomic_dir(Path(dest)) as out:
+            shutil.copyfile(src / ONNX_FILE, out / ONNX_FILE)
+            (out / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+    return Path(dest)
+
+
+def create_version(name: str, run_id: str, tags: dict[str, Any], description: str = "") -> ModelVersionInfo:
+    """Register `runs:/<run_id>/model` as a new version of `name` with `tags`."""
+    client = _client()
+    from mlflow.exceptions import MlflowException
+
+    try:
+        client.get_registered_model(name)
+    except MlflowException:
+        client.create_registered_model(name, description="Handwritten-digit classifier served by the OCR app.")
+    source = f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}"
+    mv = client.create_model_version(name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()},
+                                     description=description)
+    return _info(mv)
+
+
+# --- alias moves and their history ----------------------------------------------------------------------
+
+
+def read_history(name: str = REGISTERED_MODEL) -> list[dict[str, Any]]:
+    """The alias-move log, oldest first (empty when the model or the log does not exist)."""
+    from mlflow.exceptions import MlflowException
+
+    try:
+        raw = _client().get_registered_model(name).tags.get(HISTORY_TAG)
+    except MlflowException:
+        return []
+    return json.loads(raw) if raw else []
+
+
+def _bounded(entries: list[dict[str, Any]]) -> str:
+    while True:
+        text = json.dumps(entries, separators=(",", ":"))
+        if len(text) <= HISTORY_MAX_CHARS or len(entries) <= 1:
+            return text
+        entries = entries[1:]
+
+
+def _actor() -> str:
+    try:
+        user = getpass.getuser()
+    except (KeyError, OSError):
+        user = "unknown"
+    return f"{user}@{socket.gethostname()}"
+
+
+def alias_version(name: str, alias: str) -> int | None:
+    """The version holding `alias`, or None."""
+    try:
+        return resolve_alias(name, alias).version
+    except RegistryError:
+        return None
+
+
+def move_alias(name: str, alias: str, version: int, *, action: str, why: str) -> dict[str, Any]:
+    """Point `alias` at `version` and append the move (who, what, when, why, from -> to) to the history."""
+    client = _client()
+    get_version(name, version)
+    previous = alias_version(name, alias)
+    client.set_registered_model_alias(name, alias, str(version))
+    entry = {"at": datetime.now(UTC).isoformat(timespec="seconds"), "by": _actor(), "alias": alias,
+             "from": previous, "to": int(version), "action": action, "why": why[:300]}
+    entries = [*read_history(name), entry]
+    if alias == PRODUCTION and alias_version(name, CHALLENGER) == int(version):
+        client.delete_registered_model_alias(name, CHALLENGER)
+        entries.append({**entry, "alias": CHALLENGER, "from": int(version), "to": None, "action": "clear",
+                        "why": f"v{version} became production"})
+    client.set_registered_model_tag(name, HISTORY_TAG, _bounded(entries))
+    log.info("%s: %s v%s -> v%s (%s)", name, alias, previous, version, action)
+    return entry
+
+
+def rollback_target(name: str, current: int) -> int:
+    """The version production held before `current` got it (rollbacks themselves are skipped)."""
+    for entry in reversed(read_history(name)):
+        if entry["alias"] == PRODUCTION and entry["to"] == current and entry["action"] != "rollback":
+            if entry["from"] is None:
+                raise RegistryError(f"v{current} was the first production version of {name}; nothing to roll back to")
+            return int(entry["from"])
+    raise RegistryError(f"the history of {name} does not say what preceded v{current}; pass --to VERSION")
+
+
+def rollback(name: str, to_version: int | None = None, why: str = "") -> dict[str, Any]:
+    """Move `production` back to the version it held before (or to `to_version`); returns the history entry."""
+    current = alias_version(name, PRODUCTION)
+    if current is None:
+        raise RegistryError(f"{name} has no production version to roll back")
+    target = int(to_version) if to_version is not None else rollback_target(name, current)
+    if target == current:
+        raise RegistryError(f"v{target} already holds production")
+    return move_alias(name, PRODUCTION, target, action="rollback", why=why or f"rollback from v{current}")

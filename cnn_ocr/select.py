@@ -1,0 +1,189 @@
+"""Choosing, registering and promoting the production model.
+
+The rule (the product's "Production Model Selection"): among finished training runs, the highest test
+accuracy wins, ties go to the smaller overfitting gap, and a run slower than the latency budget is not
+eligible. A winner is registered (ONNX export + parity check) and then passes the promotion gate: it takes
+`production` only if it beats the current production version's test accuracy by the margin and stays within
+the latency budget; otherwise it gets `challenger` with the reason. `force` overrides the gate, on record.
+"""
+
+from __future__ import annotations
+
+import logging
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+from cnn_ocr import registry
+from cnn_ocr.config import Params, SelectParams
+from cnn_ocr.registry import CHALLENGER, PRODUCTION, ModelVersionInfo, RegistryError, RunRecord
+
+log = logging.getLogger(__name__)
+
+REQUIRED_METRICS = ("test_accuracy", "overfit_gap", "inference_ms_per_image")
+VERSION_METRIC_TAGS = REQUIRED_METRICS
+VERSION_RUN_TAGS = ("data_version", "git_commit", "family")
+
+
+class SelectionError(RuntimeError):
+    """No run can be selected or promoted; the message says why."""
+
+
+@dataclass(frozen=True)
+class Candidate:
+    """A run considered for production and whether the latency budget allows it."""
+
+    run: RunRecord
+    eligible: bool
+    note: str
+
+    @property
+    def sort_key(self) -> tuple[float, float, int, str]:
+        m = self.run.metrics
+        return (-m["test_accuracy"], m["overfit_gap"], -self.run.start_time, self.run.run_id)
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a version may take production, and why."""
+
+    passed: bool
+    reason: str
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """What `select` / `promote` did."""
+
+    version: ModelVersionInfo
+    alias: str | None
+    reason: str
+    forced: bool = False
+
+
+def is_candidate(run: RunRecord, dataset: str) -> bool:
+    """A finished training run of this dataset with the selection metrics (no tuning trial, no re-run)."""
+    return (
+        run.status == "FINISHED"
+        and all(k in run.metrics for k in REQUIRED_METRICS)
+        and run.tags.get("tune.role") != "trial"
+        and "reproduces" not in run.tags
+        and run.tags.get("family") is not None
+        and run.tags.get("dataset", dataset) == dataset
+    )
+
+
+def rank_candidates(runs: list[RunRecord], latency_budget_ms: float, dataset: str = "mnist") -> list[Candidate]:
+    """Candidates best first: highest test accuracy, then smaller overfitting gap; ineligible ones last."""
+    out = []
+    for run in (r for r in runs if is_candidate(r, dataset)):
+        ms = run.metrics["inference_ms_per_image"]
+        ok = ms <= latency_budget_ms
+        out.append(Candidate(run, ok, f"{ms:.2f} ms/image" + ("" if ok else f" > budget {latency_budget_ms:g} ms")))
+    return sorted(out, key=lambda c: (not c.eligible, c.sort_key))
+
+
+def winner(candidates: list[Candidate]) -> Candidate:
+    """The first eligible candidate; `SelectionError` when there is none."""
+    for cand in candidates:
+        if cand.eligible:
+            return cand
+    if not candidates:
+        raise SelectionError("no finished training runs to select from; run `ocr train --model <family>` first")
+    raise SelectionError(f"none of {len(candidates)} runs meets the latency budget (fastest: "
+                         f"{min(c.run.metrics['inference_ms_per_image'] for c in candidates):.2f} ms/image)")
+
+
+def promotion_gate(candidate: dict[str, float], production: dict[str, float] | None, production_version: int | None,
+                   sel: SelectParams) -> GateDecision:
+    """May a version with metrics `candidate` replace the production version with metrics `production`?"""
+    ms = candidate["inference_ms_per_image"]
+    if ms > sel.latency_budget_ms:
+        return GateDecision(False, f"{ms:.2f} ms/image exceeds the latency budget of {sel.latency_budget_ms:g} ms")
+    acc = candidate["test_accuracy"]
+    if production is None:
+        return GateDecision(True, f"first production model: test accuracy {acc:.2%}, {ms:.2f} ms/image")
+    gain = round((acc - production["test_accuracy"]) * 100, 6)
+    versus = f"test accuracy {acc:.2%} vs {production['test_accuracy']:.2%} of production v{production_version}"
+    if gain <= 0 or gain < sel.margin_pp:
+        return GateDecision(False, f"{versus}: gain {gain:+.2f} points, below the margin of {sel.margin_pp:g}")
+    return GateDecision(True, f"{versus}: gain {gain:+.2f} points >= margin {sel.margin_pp:g}, {ms:.2f} ms/image")
+
+
+def version_tags(run: RunRecord, temperature: float, max_abs_diff: float, n_images: int) -> dict[str, str]:
+    """Tags stored on a registered version."""
+    tags = {k: f"{run.metrics[k]:.6g}" for k in VERSION_METRIC_TAGS}
+    tags.update({k: run.tags.get(k, "unknown") for k in VERSION_RUN_TAGS})
+    tags.update({"temperature": f"{temperature:.6g}", "onnx_parity_max_abs_diff": f"{max_abs_diff:.3g}",
+                 "onnx_parity_images": str(n_images), "run_experiment": run.experiment})
+    return tags
+
+
+def register_run(run_id: str, params: Params) -> tuple[ModelVersionInfo, bool]:
+    """Register a run's model (export to ONNX, parity check, artifacts under onnx/); reuse an existing version.
+
+    Returns (version, created). Raises `ExportError` if the ONNX graph does not match the framework.
+    """
+    from cnn_ocr.data import load_version
+    from cnn_ocr.export import export_model
+    from cnn_ocr.tracking import load_model
+
+    name = params.select.registered_model
+    run = registry.get_run(run_id)
+    if run.status != "FINISHED" or "family" not in run.tags or "test_accuracy" not in run.metrics:
+        raise SelectionError(f"run {run_id} is not a finished training run (status {run.status}); nothing to register")
+    existing = registry.find_version_for_run(name, run_id)
+    if existing is not None:
+        return existing, False
+    family, data_name = run.tags["family"], run.tags.get("data_version", "v2.0")
+    splits = load_version(data_name, params.data)
+    if run.tags.get("data_content_hash") not in (None, splits.version.content_hash):
+        log.warning("local data %s differs from the run's (content hash); parity still uses local images", data_name)
+    block = {"name": name, "family": family, "run_id": run_id, "test_accuracy": run.metrics["test_accuracy"],
+             "data_version": data_name}
+    with tempfile.TemporaryDirectory() as tmp:
+        res = export_model(load_model(run_id), family, val=(splits.val_x, splits.val_y),
+                           test_images=splits.test_x[: params.export.parity_images], dest=Path(tmp) / "onnx",
+                           model_block=block, tolerance=params.export.parity_tolerance)
+        registry.log_artifacts(run_id, res.folder, registry.ONNX_ARTIFACT_DIR)
+    tags = version_tags(run, res.temperature, res.parity.max_abs_diff, res.parity.n_images)
+    info = registry.create_version(name, run_id, tags, description=f"{family} from run {run_id}")
+    return info, True
+
+
+def _metrics(info: ModelVersionInfo) -> dict[str, float]:
+    return registry.get_run(info.run_id).metrics
+
+
+def promote(info: ModelVersionInfo, sel: SelectParams, *, force: bool = False, action: str = "promote") -> Outcome:
+    """Apply the promotion gate to a registered version and move `production` or `challenger` accordingly."""
+    name = info.name
+    current = registry.alias_version(name, PRODUCTION)
+    if current == info.version:
+        return Outcome(info, PRODUCTION, f"v{info.version} already holds production")
+    prod_metrics = _metrics(registry.get_version(name, current)) if current is not None else None
+    gate = promotion_gate(_metrics(info), prod_metrics, current, sel)
+    if gate.passed or force:
+        why = gate.reason if gate.passed else f"forced past the gate: {gate.reason}"
+        registry.move_alias(name, PRODUCTION, info.version, action=action if gate.passed else "force", why=why)
+        return Outcome(info, PRODUCTION, why, forced=force and not gate.passed)
+    if registry.alias_version(name, CHALLENGER) != info.version:
+        registry.move_alias(name, CHALLENGER, info.version, action="challenger", why=gate.reason)
+    return Outcome(info, CHALLENGER, gate.reason)
+
+
+def select_production(params: Params, *, force: bool = False) -> tuple[Outcome, list[Candidate]]:
+    """Rank the candidate runs, register the winner and put it through the promotion gate."""
+    sel = params.select
+    ranked = rank_candidates(registry.search_runs(sel.experiments), sel.latency_budget_ms, params.data.dataset)
+    best = winner(ranked)
+    info, _ = register_run(best.run.run_id, params)
+    return promote(info, sel, force=force, action="select"), ranked
+
+
+def rollback(params: Params, to_version: int | None = None, why: str = "") -> dict:
+    """Move production back (see `registry.rollback`); `SelectionError` with the registry's reason if impossible."""
+    try:
+        return registry.rollback(params.select.registered_model, to_version, why)
+    except RegistryError as exc:
+        raise SelectionError(str(exc)) from None
