@@ -68,6 +68,6 @@ def build(p: SvmParams) -> CalibratedSVM:
         steps.append(("scale", MinMaxScaler()))
     if p.pca_components:
         steps.append(("pca", PCA(n_components=p.pca_components, whiten=p.pca_whiten, random_state=0)))
-    svc = SVC(kernel=p.kernel, C=p.C, gamma=p.gamma, cache_size=p.cache_size_mb, probability=False)
+    svc = SVC(kernel=p.kernel, C=p.C, gamma=p.gamma, cache_size=p.cache_size_mb)
     steps.append(("svc", svc))
     return CalibratedSVM(Pipeline(steps))

@@ -1,0 +1,250 @@
+"""MLflow tracking: the only module that opens runs and logs to them.
+
+Default store: `sqlite:///<project>/mlflow.db` with artifacts in `<project>/mlartifacts` (both git-ignored);
+no server needed. `MLFLOW_TRACKING_URI` points it anywhere else (a remote `mlflow server`, DAGsHub,
+Databricks) with no code change; `OCR_MLFLOW_ARTIFACT_ROOT` overrides where new experiments keep artifacts.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import subprocess
+import warnings
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+log = logging.getLogger(__name__)
+
+BASELINE_EXPERIMENT = "baseline-models"
+IMPROVED_EXPERIMENT = "improved-cnn"
+TUNING_EXPERIMENT = "hyperparameter-tuning"
+FAMILY_EXPERIMENTS = {"base_cnn": BASELINE_EXPERIMENT, "svm": BASELINE_EXPERIMENT, "improved_cnn": IMPROVED_EXPERIMENT}
+ARTIFACT_ROOT_ENV = "OCR_MLFLOW_ARTIFACT_ROOT"
+MODEL_ARTIFACT = "model"
+# Requirements written with logged models (inferring them costs 10+ s per model).
+TORCH_REQUIREMENTS = ["torch==2.13.0", "numpy>=2"]
+MAX_TAG_LEN = 5000
+
+
+def project_root() -> Path:
+    """The project folder: commands run from it, like every relative path in params.yaml."""
+    return Path.cwd().resolve()
+
+
+def default_tracking_uri() -> str:
+    """The embedded store: a sqlite file at the project root."""
+    return f"sqlite:///{project_root() / 'mlflow.db'}"
+
+
+def default_artifact_root() -> Path:
+    """Artifacts of the embedded store."""
+    return project_root() / "mlartifacts"
+
+
+def tracking_uri() -> str:
+    """`MLFLOW_TRACKING_URI` when set, else the embedded default."""
+    return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+def _artifact_root(uri: str) -> str | None:
+    """Where a new experiment keeps artifacts; None lets a remote server decide."""
+    if os.environ.get(ARTIFACT_ROOT_ENV):
+        return Path(os.environ[ARTIFACT_ROOT_ENV]).resolve().as_uri()
+    if uri == default_tracking_uri():
+        return default_artifact_root().as_uri()
+    if uri.startswith("sqlite:///"):
+        return (Path(uri.removeprefix("sqlite:///")).resolve().parent / "mlartifacts").as_uri()
+    return None
+
+
+def configure() -> str:
+    """Point the MLflow client at the store; returns the URI."""
+    import mlflow
+
+    uri = tracking_uri()
+    mlflow.set_tracking_uri(uri)
+    return uri
+
+
+def ensure_experiment(name: str) -> str:
+    """The id of experiment `name`, created (with the store's artifact root) when missing."""
+    from mlflow import MlflowClient
+
+    uri = configure()
+    client = MlflowClient(uri)
+    exp = client.get_experiment_by_name(name)
+    if exp is not None:
+        if exp.lifecycle_stage == "deleted":
+            client.restore_experiment(exp.experiment_id)
+        return exp.experiment_id
+    root = _artifact_root(uri)
+    location = f"{root}/{name}" if root else None
+    return client.create_experiment(name, artifact_location=location)
+
+
+def _git(*args: str) -> str | None:
+    try:
+        out = subprocess.run(["git", *args], cwd=project_root(), capture_output=True, text=True, timeout=20)
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return out.stdout.strip() if out.returncode == 0 else None
+
+
+def git_tags() -> dict[str, str]:
+    """`git_commit` (HEAD or 'unknown') and `git_dirty` ('true' when tracked files have changes)."""
+    commit = _git("rev-parse", "HEAD")
+    status = _git("status", "--porcelain", "--untracked-files=no")
+    dirty = "unknown" if status is None else ("true" if status else "false")
+    return {"git_commit": commit or "unknown", "git_dirty": dirty}
+
+
+def _end_tags(exc: BaseException) -> tuple[str, dict[str, str]]:
+    name = type(exc).__name__
+    if isinstance(exc, KeyboardInterrupt):
+        return "KILLED", {"interrupted": "true"}
+    if name == "TrialPruned":
+        return "KILLED", {"pruned": "true"}
+    return "FAILED", {"error": f"{name}: {exc}"[:MAX_TAG_LEN]}
+
+
+@contextlib.contextmanager
+def tracked_run(
+    experiment: str, run_name: str | None = None, tags: dict[str, str] | None = None, nested: bool = False
+) -> Iterator[Any]:
+    """Open one MLflow run and always close it in the right state.
+
+    FINISHED on success; KILLED on Ctrl-C (tag `interrupted`) or an exception named TrialPruned (tag
+    `pruned=true`); FAILED with the error as tag `error` on any other exception, which is re-raised.
+    Under `mlflow run` (MLFLOW_RUN_ID set) the project's run is used instead of a new one.
+    """
+    import mlflow
+
+    experiment_id = ensure_experiment(experiment)
+    kwargs: dict[str, Any] = {"run_name": run_name, "tags": tags, "nested": nested}
+    if nested and mlflow.active_run() is not None:
+        kwargs["experiment_id"] = mlflow.active_run().info.experiment_id
+    elif not os.environ.get("MLFLOW_RUN_ID"):
+        kwargs["experiment_id"] = experiment_id
+    run = mlflow.start_run(**kwargs)
+    try:
+        yield run
+    except BaseException as exc:
+        status, extra = _end_tags(exc)
+        with contextlib.suppress(Exception):
+            mlflow.set_tags(extra)
+        mlflow.end_run(status)
+        raise
+    mlflow.end_run("FINISHED")
+
+
+def log_params(flat: dict[str, Any]) -> None:
+    """Log flattened params (lists and None as JSON text)."""
+    import mlflow
+
+    clean = {k: (json.dumps(v) if isinstance(v, list | dict) or v is None else v) for k, v in flat.items()}
+    items = list(clean.items())
+    for start in range(0, len(items), 100):
+        mlflow.log_params(dict(items[start : start + 100]))
+
+
+def set_tags(tags: dict[str, Any]) -> None:
+    """Set run tags (values as text)."""
+    import mlflow
+
+    mlflow.set_tags({k: str(v)[:MAX_TAG_LEN] for k, v in tags.items()})
+
+
+def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
+    """Log numeric metrics at `step`."""
+    import mlflow
+
+    mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
+
+
+def log_dataset(features: Any, targets: Any, name: str, source: str, digest: str, context: str) -> None:
+    """Record a data split as an MLflow run input with a stable digest."""
+    import mlflow
+
+    with warnings.catch_warnings():
+        # A local path matches two registered source kinds that are the same class; MLflow warns and picks it.
+        warnings.filterwarnings("ignore", message="The specified dataset source can be interpreted")
+        ds = mlflow.data.from_numpy(features, targets=targets, source=source, name=name, digest=digest[:32])
+    mlflow.log_input(ds, context=context)
+
+
+def log_figure(fig: Any, path: str) -> None:
+    """Save a matplotlib figure as a run artifact."""
+    import mlflow
+
+    mlflow.log_figure(fig, path)
+
+
+def log_text(text: str, path: str) -> None:
+    """Save text as a run artifact."""
+    import mlflow
+
+    mlflow.log_text(text, path)
+
+
+def log_dict(data: dict[str, Any], path: str) -> None:
+    """Save a JSON-serializable dict as a run artifact."""
+    import mlflow
+
+    mlflow.log_dict(data, path)
+
+
+def log_model(model: Any, is_torch: bool, input_example: Any, output_example: Any) -> str:
+    """Log the model under artifact path "model" with signature and input example; returns its URI.
+
+    CNNs: `mlflow.pytorch`, pickled module ("pickle" format, loads back as the original class; the
+    default pt2 export would load back as a GraphModule). SVM: `mlflow.sklearn` in skops format.
+    """
+    import mlflow
+    from mlflow.models import infer_signature
+
+    signature = infer_signature(input_example, output_example)
+    if is_torch:
+        import mlflow.pytorch
+
+        pt_log = logging.getLogger("mlflow.pytorch")
+        level = pt_log.level
+        pt_log.setLevel(logging.ERROR)  # the pickle format is chosen on purpose; skip MLflow's warning about it
+        try:
+            info = mlflow.pytorch.log_model(
+                model, name=MODEL_ARTIFACT, serialization_format="pickle", signature=signature,
+                input_example=input_example, pip_requirements=TORCH_REQUIREMENTS,
+            )
+        finally:
+            pt_log.setLevel(level)
+    else:
+        import mlflow.sklearn
+        import sklearn
+
+        from cnn_ocr.models.svm import SKOPS_TRUSTED_TYPES
+
+        info = mlflow.sklearn.log_model(
+            model, name=MODEL_ARTIFACT, serialization_format="skops", skops_trusted_types=SKOPS_TRUSTED_TYPES,
+            signature=signature, input_example=input_example, pyfunc_predict_fn="predict_proba",
+            pip_requirements=[f"scikit-learn=={sklearn.__version__}", "skops", "numpy>=2"],
+        )
+    return info.model_uri
+
+
+def load_model(run_id: str) -> Any:
+    """Load a run's logged model in its native flavor (torch module or sklearn estimator)."""
+    import mlflow
+
+    configure()
+    uri = f"runs:/{run_id}/{MODEL_ARTIFACT}"
+    flavors = mlflow.models.get_model_info(uri).flavors
+    if "pytorch" in flavors:
+        import mlflow.pytorch
+
+        return mlflow.pytorch.load_model(uri, map_location="cpu")
+    import mlflow.sklearn
+
+    return mlflow.sklearn.load_model(uri)

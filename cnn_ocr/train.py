@@ -1,0 +1,233 @@
+"""The one training path: data version -> model -> fit -> evaluation -> one tracked MLflow run.
+
+`ocr train`, the DVC stages, the MLproject entry point and hyperparameter tuning all call `train_model`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+import numpy as np
+
+from cnn_ocr import evaluate, plots, tracking
+from cnn_ocr.config import Params, flatten
+from cnn_ocr.data import Splits, load_version
+from cnn_ocr.fit import EpochCallback, FitResult, StepCallback
+from cnn_ocr.models import build, check_family, is_torch
+from cnn_ocr.preprocess import to_model_input
+
+log = logging.getLogger(__name__)
+
+EPOCH_METRICS = ("train_loss", "train_accuracy", "val_loss", "val_accuracy", "lr", "epoch_time_s",
+                 "fit_time_s", "n_support_vectors", "score_temperature")
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced: its MLflow run id, final metrics and the trained model (on CPU)."""
+
+    run_id: str
+    family: str
+    metrics: dict[str, float]
+    model: object
+    history: list[dict[str, float]] = field(default_factory=list)
+    best_epoch: int = 0
+
+
+def family_params(params: Params, family: str) -> Any:
+    """The `params.models.<family>` block."""
+    return getattr(params.models, check_family(family))
+
+
+def _cap_train(splits: Splits, limit: int | None, seed: int) -> Splits:
+    """Keep a seeded random subset of `limit` training images (all when None or larger)."""
+    n = len(splits.train_y)
+    if not limit or limit >= n:
+        return splits
+    idx = np.sort(np.random.default_rng(seed).choice(n, limit, replace=False))
+    return replace(splits, train_x=splits.train_x[idx], train_y=splits.train_y[idx])
+
+
+def _digest(x: np.ndarray, y: np.ndarray) -> str:
+    h = hashlib.sha256()
+    for arr in (x, y):
+        h.update(np.ascontiguousarray(arr).data)
+    return h.hexdigest()
+
+
+def _log_inputs(params: Params, family: str, splits: Splits, device: str) -> None:
+    flat = flatten(family_params(params, family))
+    flat.update({f"evaluation.{k}": v for k, v in flatten(params.models.evaluation).items()})
+    flat.update({"family": family, "seed": params.seed, "device": params.device, "device_used": device,
+                 "dataset": splits.version.dataset, "data_version_used": splits.name,
+                 "train_samples": len(splits.train_y)})
+    tracking.log_params(flat)
+    tracking.log_dict({"family": family, "params": params.model_dump(mode="json")}, "params.json")
+    name = f"{splits.version.dataset}-{splits.name}"
+    for context, x, y in (("training", splits.train_x, splits.train_y), ("validation", splits.val_x, splits.val_y),
+                          ("testing", splits.test_x, splits.test_y)):
+        tracking.log_dataset(x, y, f"{name}-{context}", str(splits.version.path), _digest(x, y), context)
+
+
+def _epoch_logger(epoch_callback: EpochCallback | None) -> EpochCallback:
+    def on_epoch(epoch: int, row: dict[str, float]) -> None:
+        tracking.log_metrics({k: row[k] for k in EPOCH_METRICS if k in row}, step=epoch)
+        if epoch_callback is not None:
+            epoch_callback(epoch, row)
+
+    return on_epoch
+
+
+def _fit_torch(family: str, params: Params, splits: Splits, device: str, on_epoch: EpochCallback,
+               on_step: StepCallback | None) -> tuple[Any, FitResult]:
+    import torch
+
+    from cnn_ocr.fit import torch_loop
+
+    fp = family_params(params, family)
+
+    def tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        return torch.from_numpy(to_model_input(x)).to(device), torch.from_numpy(y.astype(np.int64)).to(device)
+
+    with torch_loop.seeded(params.seed, device):
+        model = build(family, fp).to(device)
+        result = torch_loop.fit(model, tensors(splits.train_x, splits.train_y), tensors(splits.val_x, splits.val_y),
+                                fp, seed=params.seed, eval_batch_size=params.models.evaluation.batch_size,
+                                on_epoch=on_epoch, on_step=on_step)
+    return model, result
+
+
+def _fit_svm(params: Params, splits: Splits, train_idx: np.ndarray, on_epoch: EpochCallback) -> tuple[Any, FitResult]:
+    from cnn_ocr.fit import svm
+
+    def flat(x: np.ndarray) -> np.ndarray:
+        return to_model_input(x).reshape(len(x), -1)
+
+    model = build("svm", params.models.svm)
+    tx = flat(splits.train_x)
+    result = svm.fit(model, (tx, splits.train_y), (flat(splits.val_x), splits.val_y),
+                     (tx[train_idx], splits.train_y[train_idx]), on_epoch=on_epoch)
+    return model, result
+
+
+def _scores(model: Any, images: np.ndarray, params: Params, device: str) -> np.ndarray:
+    return evaluate.class_scores(model, to_model_input(images), params.models.evaluation.batch_size, device)
+
+
+def _final_metrics(model: Any, family: str, params: Params, splits: Splits, device: str,
+                   train_idx: np.ndarray, fit: FitResult) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
+    """Score the kept model on test / validation / a training subset; returns metrics, test preds, confusion."""
+    from cnn_ocr.calibration import fit_temperature, nll
+
+    test_scores = _scores(model, splits.test_x, params, device)
+    val_scores = _scores(model, splits.val_x, params, device)
+    train_pred = _scores(model, splits.train_x[train_idx], params, device).argmax(1)
+    test_pred = test_scores.argmax(1)
+    temperature = fit_temperature(val_scores, splits.val_y) if is_torch(family) else 1.0
+    cm = evaluate.confusion_matrix(splits.test_y, test_pred)
+    rows = evaluate.per_digit_metrics(cm)
+    m = {
+        "test_accuracy": evaluate.accuracy(test_pred, splits.test_y),
+        "val_accuracy": evaluate.accuracy(val_scores.argmax(1), splits.val_y),
+        "train_accuracy": evaluate.accuracy(train_pred, splits.train_y[train_idx]),
+        "test_loss": nll(test_scores, splits.test_y, temperature),
+        "val_loss": nll(val_scores, splits.val_y, temperature),
+        "macro_f1": float(np.mean([r["f1"] for r in rows])),
+        "min_digit_recall": float(min(r["recall"] for r in rows)),
+        "training_time_s": fit.train_time_s,
+        "temperature": temperature,
+        "best_epoch": fit.best_epoch,
+        "epochs_run": fit.epochs_run,
+    }
+    m["overfit_gap"] = 100.0 * (m["train_accuracy"] - m["test_accuracy"])
+    if is_torch(family):
+        model.cpu()
+    x_one = to_model_input(splits.test_x[:1])
+    m["inference_ms_per_image"] = evaluate.latency_ms(model, x_one, params.models.evaluation.latency_runs)
+    m["n_parameters"] = evaluate.n_parameters(model)
+    m["model_size_bytes"] = evaluate.model_size_bytes(model)
+    return m, test_pred, cm
+
+
+def _log_outputs(model: Any, family: str, params: Params, splits: Splits, fit: FitResult,
+                 metrics: dict[str, float], test_pred: np.ndarray, cm: np.ndarray) -> None:
+    tracking.log_metrics(metrics, step=fit.epochs_run + 1)
+    rows = evaluate.per_digit_metrics(cm)
+    tracking.log_text(evaluate.per_digit_csv(rows), "per_digit_metrics.csv")
+    tracking.log_dict({"confusion_matrix": cm.tolist(), "per_digit": rows}, "evaluation.json")
+    tracking.log_dict({"history": fit.history, "best_epoch": fit.best_epoch}, "history.json")
+    title = f"{family} on {splits.name}"
+    for fig, path in ((plots.learning_curve(fit.history, fit.best_epoch, title), "plots/learning_curve.png"),
+                      (plots.confusion_matrix_figure(cm, f"{title}: test confusion matrix"), "plots/confusion_matrix.png"),
+                      (plots.misclassified_grid(splits.test_x, splits.test_y, test_pred,
+                                                params.models.evaluation.misclassified_shown), "plots/misclassified.png")):
+        tracking.log_figure(fig, path)
+        plots.close(fig)
+    example = to_model_input(splits.test_x[:2])
+    if is_torch(family):
+        tracking.log_model(model.eval(), True, example, evaluate.class_scores(model, example))
+    else:
+        flat = example.reshape(len(example), -1)
+        tracking.log_model(model, False, flat, model.predict_proba(flat))
+
+
+def _summary(family: str, splits: Splits, device: str, fit: FitResult, m: dict[str, float]) -> str:
+    stop = f", stopped early, best epoch {fit.best_epoch} restored" if fit.restored_best else ""
+    return (f"{family} trained on {splits.version.dataset} {splits.name} ({len(splits.train_y)} training images, "
+            f"{device}): test accuracy {m['test_accuracy']:.2%}, validation {m['val_accuracy']:.2%}, "
+            f"train {m['train_accuracy']:.2%} (gap {m['overfit_gap']:.2f} points); {fit.epochs_run} epoch(s), "
+            f"best epoch {fit.best_epoch}{stop}; trained in {m['training_time_s']:.0f} s; "
+            f"{m['inference_ms_per_image']:.2f} ms per image at batch 1 on CPU.")
+
+
+def train_model(
+    family: str,
+    params: Params,
+    *,
+    splits: Splits | None = None,
+    experiment: str | None = None,
+    run_name: str | None = None,
+    tags: dict | None = None,
+    nested: bool = False,
+    epoch_callback: EpochCallback | None = None,
+    step_callback: StepCallback | None = None,
+) -> TrainResult:
+    """Train one model of `family` with `params` inside one MLflow run, evaluate it, log everything.
+
+    Loads `params.models.<family>.data_version` unless `splits` is given. The run ends FINISHED, FAILED
+    (exception, tag `error`) or KILLED (Ctrl-C, or an exception named TrialPruned raised by
+    `epoch_callback`: tag `pruned=true`). `step_callback` receives in-epoch progress (CNNs only).
+    """
+    fp = family_params(params, family)
+    splits = _cap_train(splits if splits is not None else load_version(fp.data_version, params.data),
+                        fp.max_train_samples, params.seed)
+    device = "cpu"
+    if is_torch(family):
+        from cnn_ocr.fit import torch_loop
+
+        device = torch_loop.resolve_device(params.device)
+        if device == "cpu":
+            torch_loop.use_all_cores()
+    n_eval = min(params.models.evaluation.train_eval_samples, len(splits.train_y))
+    train_idx = np.sort(np.random.default_rng(params.seed).choice(len(splits.train_y), n_eval, replace=False))
+    run_tags = {**splits.version.as_tags(), **tracking.git_tags(), "family": family, "device": device, **(tags or {})}
+    run_tags = {k: str(v) for k, v in run_tags.items()}
+    with tracking.tracked_run(experiment or tracking.FAMILY_EXPERIMENTS[family], run_name or f"{family}-{splits.name}",
+                              run_tags, nested) as run:
+        _log_inputs(params, family, splits, device)
+        on_epoch = _epoch_logger(epoch_callback)
+        if is_torch(family):
+            model, fit = _fit_torch(family, params, splits, device, on_epoch, step_callback)
+        else:
+            model, fit = _fit_svm(params, splits, train_idx, on_epoch)
+        metrics, test_pred, cm = _final_metrics(model, family, params, splits, device, train_idx, fit)
+        _log_outputs(model, family, params, splits, fit, metrics, test_pred, cm)
+        tracking.set_tags({"best_epoch": fit.best_epoch, "stopped_early": str(fit.stopped_early).lower(),
+                           "restored_best_weights": str(fit.restored_best).lower(),
+                           "mlflow.note.content": _summary(family, splits, device, fit, metrics)})
+        log.info("run %s: %s", run.info.run_id, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
+    return TrainResult(run.info.run_id, family, metrics, model, fit.history, fit.best_epoch)
