@@ -248,3 +248,11 @@ def load_model(run_id: str) -> Any:
     import mlflow.sklearn
 
     return mlflow.sklearn.load_model(uri)
+
+
+def run_link(run_id: str, ui_base: str) -> str:
+    """The run's page in an MLflow UI at `ui_base` (experiment looked up in the store)."""
+    from mlflow import MlflowClient
+
+    run = MlflowClient(configure()).get_run(run_id)
+    return f"{ui_base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"

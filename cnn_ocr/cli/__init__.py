@@ -19,6 +19,7 @@ app = typer.Typer(
 
 COMMAND_MODULES = [
     "data_cmd",
+    "train_cmd",
 ]
 
 for _name in COMMAND_MODULES:

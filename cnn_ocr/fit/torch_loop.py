@@ -188,7 +188,7 @@ def fit(
         result.history.append(row)
         result.epochs_run = epoch
         stop = keeper.update(model, epoch, va_loss)
-        log.info("epoch %d/%d %s", epoch, p.epochs, {k: round(v, 4) for k, v in row.items()})
+        log.debug("epoch %d/%d %s", epoch, p.epochs, {k: round(v, 4) for k, v in row.items()})
         if on_epoch is not None:
             on_epoch(epoch, dict(row))
         if stop:
