@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import signal
 import subprocess
 import sys
@@ -138,12 +139,27 @@ def ui(
     if uri == tracking.default_tracking_uri():
         cmd += ["--default-artifact-root", tracking.default_artifact_root().as_uri()]
     console.print(f"MLflow UI at http://127.0.0.1:{port} (store {uri}); Ctrl-C stops it.")
+    signal.signal(signal.SIGTERM, _raise_interrupt)
+    # The UI needs no background job runner (a pool of worker processes for server-side GenAI jobs).
+    env = {**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}
+    proc = subprocess.Popen(cmd, env=env)
     try:
-        code = subprocess.call(cmd)
+        code = proc.wait()
     except KeyboardInterrupt:
-        code = 0
-    if code not in (0, -signal.SIGINT, 130):
+        code = _stop(proc)
+    if code not in (0, -signal.SIGINT, -signal.SIGTERM, 130):
         fail(f"the MLflow UI exited with code {code} (is port {port} already in use? try --port)")
+
+
+def _stop(proc: subprocess.Popen) -> int:
+    """Stop the UI server (it shuts its workers down on SIGTERM); kill it if it hangs."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=20)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+    return 0
 
 
 def register(app: typer.Typer) -> None:
