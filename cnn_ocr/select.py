@@ -16,6 +16,7 @@ from pathlib import Path
 
 from cnn_ocr import registry
 from cnn_ocr.config import Params, SelectParams
+from cnn_ocr.export import ExportResult
 from cnn_ocr.registry import CHALLENGER, PRODUCTION, ModelVersionInfo, RegistryError, RunRecord
 
 log = logging.getLogger(__name__)
@@ -119,36 +120,56 @@ def version_tags(run: RunRecord, temperature: float, max_abs_diff: float, n_imag
     return tags
 
 
+def export_run(run_id: str, params: Params, dest: Path) -> tuple[RunRecord, ExportResult]:
+    """Export a finished training run's model into folder `dest` (model.onnx + spec.json, parity-checked)."""
+    from cnn_ocr.data import load_version
+    from cnn_ocr.export import export_model
+    from cnn_ocr.tracking import load_model
+
+    run = registry.get_run(run_id)
+    if run.status != "FINISHED" or "family" not in run.tags or "test_accuracy" not in run.metrics:
+        raise SelectionError(f"run {run_id} is not a finished training run (status {run.status}); nothing to export")
+    family, data_name = run.tags["family"], run.tags.get("data_version", "v2.0")
+    splits = load_version(data_name, params.data)
+    if run.tags.get("data_content_hash") not in (None, splits.version.content_hash):
+        log.warning("local data %s differs from the run's (content hash); parity still uses local images", data_name)
+    block = {"name": params.select.registered_model, "family": family, "run_id": run_id,
+             "test_accuracy": run.metrics["test_accuracy"], "data_version": data_name}
+    res = export_model(load_model(run_id), family, val=(splits.val_x, splits.val_y),
+                       test_images=splits.test_x[: params.export.parity_images], dest=dest, model_block=block,
+                       tolerance=params.export.parity_tolerance)
+    return run, res
+
+
 def register_run(run_id: str, params: Params) -> tuple[ModelVersionInfo, bool]:
     """Register a run's model (export to ONNX, parity check, artifacts under onnx/); reuse an existing version.
 
     Returns (version, created). Raises `ExportError` if the ONNX graph does not match the framework.
     """
-    from cnn_ocr.data import load_version
-    from cnn_ocr.export import export_model
-    from cnn_ocr.tracking import load_model
-
     name = params.select.registered_model
-    run = registry.get_run(run_id)
-    if run.status != "FINISHED" or "family" not in run.tags or "test_accuracy" not in run.metrics:
-        raise SelectionError(f"run {run_id} is not a finished training run (status {run.status}); nothing to register")
     existing = registry.find_version_for_run(name, run_id)
     if existing is not None:
         return existing, False
-    family, data_name = run.tags["family"], run.tags.get("data_version", "v2.0")
-    splits = load_version(data_name, params.data)
-    if run.tags.get("data_content_hash") not in (None, splits.version.content_hash):
-        log.warning("local data %s differs from the run's (content hash); parity still uses local images", data_name)
-    block = {"name": name, "family": family, "run_id": run_id, "test_accuracy": run.metrics["test_accuracy"],
-             "data_version": data_name}
     with tempfile.TemporaryDirectory() as tmp:
-        res = export_model(load_model(run_id), family, val=(splits.val_x, splits.val_y),
-                           test_images=splits.test_x[: params.export.parity_images], dest=Path(tmp) / "onnx",
-                           model_block=block, tolerance=params.export.parity_tolerance)
+        run, res = export_run(run_id, params, Path(tmp) / "onnx")
         registry.log_artifacts(run_id, res.folder, registry.ONNX_ARTIFACT_DIR)
     tags = version_tags(run, res.temperature, res.parity.max_abs_diff, res.parity.n_images)
-    info = registry.create_version(name, run_id, tags, description=f"{family} from run {run_id}")
+    info = registry.create_version(name, run_id, tags, description=f"{run.tags['family']} from run {run_id}")
     return info, True
+
+
+def export_target(params: Params, *, alias: str | None = None, version: int | None = None,
+                  run_id: str | None = None, out: Path | None = None) -> tuple[Path, str]:
+    """Write model.onnx + spec.json for a registered version (by alias or number) or a run; returns (folder, what)."""
+    name = params.select.registered_model
+    if run_id is not None:
+        dest = out or Path("models") / f"run-{run_id[:12]}"
+        _, res = export_run(run_id, params, dest)
+        return dest, f"run {run_id}, parity max diff {res.parity.max_abs_diff:.2e} on {res.parity.n_images} images"
+    info = registry.resolve_alias(name, alias) if alias else registry.get_version(name, int(version))
+    default = params.export.production_dir if alias == PRODUCTION else Path("models") / (alias or f"v{info.version}")
+    dest = registry.download_onnx(info, out or default)
+    return dest, f"{name} v{info.version}" + (f" @{alias}" if alias else "")
 
 
 def _metrics(info: ModelVersionInfo) -> dict[str, float]:

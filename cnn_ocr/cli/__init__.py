@@ -20,6 +20,7 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "data_cmd",
     "train_cmd",
+    "lifecycle_cmd",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,139 @@
+"""`ocr report`: regenerate `ml/README_experiments.md` and its figures entirely from the tracking store.
+
+Every number in the document is written through `Doc.v`, which records where it came from (a run's metric,
+param, tag or start time, a registered version's tag, or a difference of two metrics). Nothing is typed by
+hand; the provenance lets a test re-read each value from the store and compare. Identifiers (run ids,
+commits, versions, paths, commands) are written as code spans.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import tempfile
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+from cnn_ocr import registry
+from cnn_ocr.config import Params
+from cnn_ocr.data.atomic import atomic_write_bytes
+from cnn_ocr.registry import ModelVersionInfo, RunRecord
+from cnn_ocr.report_sections import render
+
+log = logging.getLogger(__name__)
+
+FIGURES_DIR = "figures"
+
+
+def _date(ms: Any) -> str:
+    return datetime.fromtimestamp(int(ms) / 1000, UTC).strftime("%Y-%m-%d")
+
+
+FORMATS = {
+    "pct": lambda v: f"{float(v) * 100:.2f}%",
+    "pts": lambda v: f"{float(v):.2f}",
+    "s": lambda v: f"{float(v):.1f}",
+    "ms": lambda v: f"{float(v):.2f}",
+    "int": lambda v: str(int(round(float(v)))),
+    "raw": str,
+    "date": _date,
+    "diff_pct": lambda a, b: f"{(float(a) - float(b)) * 100:+.2f}",
+}
+
+
+@dataclass(frozen=True)
+class Source:
+    """Where a value lives: kind in metric | param | tag | start | version_tag; ref: a run id or NAME:VERSION."""
+
+    kind: str
+    ref: str
+    key: str
+
+
+@dataclass(frozen=True)
+class Value:
+    """A number as written in the report, its format and its sources."""
+
+    text: str
+    fmt: str
+    sources: tuple[Source, ...]
+    raw: tuple[Any, ...]
+
+
+@dataclass
+class Doc:
+    """Markdown lines plus the provenance of every value written into them."""
+
+    out_dir: Path
+    lines: list[str] = field(default_factory=list)
+    values: list[Value] = field(default_factory=list)
+    figures: list[Path] = field(default_factory=list)
+
+    def add(self, *lines: str) -> None:
+        self.lines.extend(lines)
+
+    def v(self, fmt: str, *sources: tuple[str, RunRecord | str, str]) -> str:
+        """Format stored value(s) and record their provenance; sources are (kind, run or ref, key)."""
+        srcs, raws = [], []
+        for kind, where, key in sources:
+            ref = where.run_id if isinstance(where, RunRecord) else version_ref(where) if kind == "version_tag" else where
+            srcs.append(Source(kind, ref, key))
+            raws.append(_lookup(kind, where, key))
+        text = FORMATS[fmt](*raws)
+        self.values.append(Value(text, fmt, tuple(srcs), tuple(raws)))
+        return text
+
+    def metric(self, run: RunRecord, key: str, fmt: str) -> str:
+        return self.v(fmt, ("metric", run, key)) if key in run.metrics else "n/a"
+
+    def figure(self, run: RunRecord, artifact: str, name: str, caption: str) -> str | None:
+        """Copy a run's image artifact to ml/figures/<name> and return a Markdown image line."""
+        dest = self.out_dir / FIGURES_DIR / name
+        with tempfile.TemporaryDirectory() as tmp:
+            try:
+                src = registry.download_artifacts(run.run_id, artifact, Path(tmp))
+            except Exception as exc:  # missing artifact: the report says so instead of failing
+                log.warning("run %s has no %s (%s)", run.run_id, artifact, exc)
+                return None
+            dest.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(src, dest)
+        self.figures.append(dest)
+        return f"![{caption}]({FIGURES_DIR}/{name})"
+
+
+def version_ref(info: ModelVersionInfo) -> str:
+    """How a registered version is named in a `Source`: NAME:VERSION."""
+    return f"{info.name}:{info.version}"
+
+
+def _lookup(kind: str, where: Any, key: str) -> Any:
+    if kind == "version_tag":
+        return where.tags[key]
+    run = where if isinstance(where, RunRecord) else registry.get_run(where)
+    if kind == "metric":
+        return run.metrics[key]
+    if kind == "param":
+        return run.params[key]
+    if kind == "tag":
+        return run.tags[key]
+    if kind == "start":
+        return run.start_time
+    raise ValueError(f"unknown source kind {kind!r}")
+
+
+def build_report(params: Params, out_dir: Path) -> Doc:
+    """Read the store and render the document (figures are written under `out_dir`/figures)."""
+    doc = Doc(Path(out_dir))
+    render(doc, params)
+    return doc
+
+
+def write_report(params: Params, out: Path) -> tuple[Path, int]:
+    """Regenerate the report file; returns (path, number of runs it draws on)."""
+    out = Path(out)
+    doc = build_report(params, out.parent)
+    atomic_write_bytes(out, ("\n".join(doc.lines).rstrip() + "\n").encode())
+    runs = {s.ref for val in doc.values for s in val.sources if s.kind != "version_tag"}
+    return out, len(runs)
