@@ -1,0 +1,54 @@
+"""Service settings, read from `OCR_*` environment variables by pydantic-settings."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Annotated
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    """Every knob of the OCR service. Environment variable = `OCR_` + the field name in upper case."""
+
+    model_config = SettingsConfigDict(env_prefix="OCR_", extra="ignore", frozen=True, protected_namespaces=())
+
+    model_path: Path | None = Field(None, description="Local folder (or model.onnx) with spec.json; no MLflow.")
+    model_name: str = Field("OCR-Production-Model", description="Registered model to serve.")
+    model_alias: str = Field("production", description="Alias of the registered model to serve.")
+    model_cache_dir: Path = Field(Path("models_cache"), description="Local copies of served versions.")
+    allow_start_without_model: bool = Field(False, description="Start (health 503) instead of exiting.")
+    admin_token: str | None = Field(None, description="Bearer token for /admin/*; admin is off when unset.")
+    uncertain_threshold: float = Field(0.7, ge=0.0, le=1.0, description="Below this top probability: uncertain.")
+    max_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Largest accepted image file, in bytes.")
+    max_pixels: int = Field(25_000_000, ge=64, description="Largest accepted image, in pixels (w x h).")
+    batch_limit: int = Field(32, ge=1, le=1000, description="Most files in one /predict/batch request.")
+    read_max_digits: int = Field(64, ge=1, le=1000, description="Most digits /read returns from one image.")
+    feedback_db: Path = Field(Path("data/feedback/feedback.db"), description="SQLite store of feedback.")
+    prediction_retention_s: float = Field(7 * 24 * 3600, gt=0, description="How long predictions stay "
+                                          "available for feedback.")
+    reload_interval_s: float = Field(60.0, ge=0, description="Seconds between alias checks; 0 turns it off.")
+    cors_origins: Annotated[list[str], NoDecode] = Field(
+        default_factory=list, description="Origins allowed by CORS (comma-separated); none by default.")
+    feedback_rate_limit: int = Field(30, ge=0, description="Feedback posts per client per minute; 0 = no limit.")
+    intra_op_threads: int = Field(1, ge=0, le=64, description="ONNX Runtime threads per inference (0 = auto).")
+
+    @field_validator("cors_origins", mode="before")
+    @classmethod
+    def _split_origins(cls, value: object) -> object:
+        if isinstance(value, str):
+            return [part.strip() for part in value.split(",") if part.strip()]
+        return value
+
+    @property
+    def admin_enabled(self) -> bool:
+        """Admin endpoints exist only when a non-empty token is configured."""
+        return bool(self.admin_token)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings, read once."""
+    return Settings()

@@ -1,0 +1,95 @@
+"""A real, small CNN for the service tests: trained briefly on real MNIST, exported to ONNX + spec.json.
+
+Training (30k images, 2 epochs) takes about 20-40 s on 2 cores; the exported folder is cached under `.cache/test-models/<hash>/`,
+keyed by this file's source, so later test sessions reuse it.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import hashlib
+import json
+import shutil
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+CACHE = ROOT / ".cache" / "test-models"
+N_TRAIN = 30_000
+EPOCHS = 2
+SEED = 0
+
+
+def _net():
+    import torch.nn as nn
+
+    return nn.Sequential(
+        nn.Conv2d(1, 32, 5, padding=2), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 32, 3, padding=1), nn.BatchNorm2d(32), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Conv2d(32, 64, 3, padding=1), nn.BatchNorm2d(64), nn.ReLU(), nn.MaxPool2d(2),
+        nn.Flatten(), nn.Linear(64 * 3 * 3, 128), nn.ReLU(), nn.Dropout(0.2), nn.Linear(128, 10),
+    )
+
+
+def _train(train_x: np.ndarray, train_y: np.ndarray):
+    import torch
+    import torch.nn.functional as F
+
+    from cnn_ocr.preprocess import to_model_input
+
+    torch.manual_seed(SEED)
+    x, y = torch.from_numpy(to_model_input(train_x)), torch.from_numpy(train_y.astype(np.int64))
+    net, batch = _net(), 64
+    steps = EPOCHS * (len(x) // batch)
+    opt = torch.optim.Adam(net.parameters(), 2e-3)
+    sched = torch.optim.lr_scheduler.OneCycleLR(opt, 4e-3, total_steps=steps)
+    net.train()
+    for _ in range(EPOCHS):
+        order = torch.randperm(len(x))
+        for i in range(len(x) // batch):
+            idx = order[i * batch:(i + 1) * batch]
+            loss = F.cross_entropy(net(x[idx]), y[idx])
+            opt.zero_grad()
+            loss.backward()
+            opt.step()
+            sched.step()
+    return net.eval()
+
+
+def _export(net, splits, dest: Path) -> None:
+    from cnn_ocr.export import export_model
+
+    block = {"name": "test-cnn", "version": "1", "run_id": None, "alias": None,
+             "test_accuracy": None, "data_version": splits.name}
+    export_model(net, "base_cnn", val=(splits.val_x[:2000], splits.val_y[:2000]),
+                 test_images=splits.test_x[:256], dest=dest, model_block=block)
+
+
+def cache_key() -> str:
+    """Changes whenever this file (the recipe) changes."""
+    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+
+
+def trained_model_dir(splits) -> Path:
+    """Folder with model.onnx + spec.json of the small CNN (trained once, then cached)."""
+    final = CACHE / cache_key()
+    if (final / "spec.json").is_file():
+        return final
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (final / "spec.json").is_file():
+            net = _train(splits.train_x[:N_TRAIN], splits.train_y[:N_TRAIN])
+            _export(net, splits, final)
+    return final
+
+
+def copy_model(src: Path, dest: Path, version: str) -> Path:
+    """A copy of a model folder whose spec claims another version (a "new" registry version)."""
+    dest.mkdir(parents=True, exist_ok=True)
+    shutil.copy2(src / "model.onnx", dest / "model.onnx")
+    spec = json.loads((src / "spec.json").read_text())
+    spec["model"]["version"] = version
+    (dest / "spec.json").write_text(json.dumps(spec))
+    return dest
