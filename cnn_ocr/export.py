@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import json
 import logging
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -122,16 +123,19 @@ def _export_torch(model: Any, path: Path) -> None:
 
     net = _cpu_eval_copy(model)
     dummy = torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.float32)
-    torch.onnx.export(
-        net,
-        (dummy,),
-        str(path),
-        input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
-        dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
-        opset_version=OPSET,
-        dynamo=False,
-    )
+    with warnings.catch_warnings():
+        # The TorchScript exporter is chosen on purpose: it writes one self-contained file and needs no onnxscript.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        torch.onnx.export(
+            net,
+            (dummy,),
+            str(path),
+            input_names=[INPUT_NAME],
+            output_names=[OUTPUT_NAME],
+            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            opset_version=OPSET,
+            dynamo=False,
+        )
     if path.with_name(path.name + ".data").exists():
         raise ExportError(f"{path} was written with external weights; expected one self-contained file")
 

@@ -73,3 +73,27 @@ def fashion_dir() -> Path:
             pytest.fail(f"{FASHION_DIR} is missing: `make test` installs the Debian package dataset-fashion-mnist")
         pytest.skip("Debian package dataset-fashion-mnist is not installed")
     return FASHION_DIR
+
+
+@pytest.fixture(scope="session")
+def tiny_data_dir(tiny_splits, tmp_path_factory) -> Path:
+    """`tiny_splits` written to disk as processed versions v2.0 and v3.0 (same arrays) in a temporary folder.
+
+    For code that loads data by version, e.g. `ocr ... --set data.processed_dir=<this folder>`."""
+    from cnn_ocr.data.prepare import _write_version
+
+    root = tmp_path_factory.mktemp("tiny-processed")
+    arrays = {k: getattr(tiny_splits, k) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
+    for name in ("v2.0", "v3.0"):
+        _write_version(root / name, name, arrays, {"dataset": "mnist", "slice_of": tiny_splits.version.content_hash})
+    return root
+
+
+@pytest.fixture(scope="session")
+def tiny_overrides(tiny_data_dir) -> list[str]:
+    """`--set` overrides for fast CPU runs on `tiny_data_dir`: one short epoch, few latency probes."""
+    return [f"data.processed_dir={tiny_data_dir}", "device=cpu", "models.evaluation.latency_runs=5",
+            "models.evaluation.train_eval_samples=200", "models.base_cnn.epochs=1", "models.improved_cnn.epochs=1",
+            "models.improved_cnn.epoch_samples=null", "models.improved_cnn.patience=null",
+            "models.improved_cnn.conv_filters=[8, 8, 16, 16]", "models.improved_cnn.dense_units=[32, 16]",
+            "select.latency_budget_ms=10000", "export.parity_images=300"]

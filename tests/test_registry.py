@@ -1,0 +1,158 @@
+"""Registry, selection rule, promotion gate, aliases, history and rollback on a real sqlite MLflow store."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from cnn_ocr import registry, select
+from cnn_ocr.config import SelectParams, load_params
+from cnn_ocr.registry import CHALLENGER, PRODUCTION, REGISTERED_MODEL, RegistryError, RunRecord
+
+REQUIRED_VERSION_TAGS = {"test_accuracy", "overfit_gap", "inference_ms_per_image", "data_version", "git_commit"}
+
+
+def _run(run_id, acc, gap, ms, start=0, **tags):
+    return RunRecord(run_id, "baseline-models", run_id, "FINISHED", start,
+                     {}, {"test_accuracy": acc, "overfit_gap": gap, "inference_ms_per_image": ms},
+                     {"family": "base_cnn", "dataset": "mnist", **tags})
+
+
+def test_selection_rule_orders_by_accuracy_then_gap_within_the_latency_budget():
+    runs = [
+        _run("slow-best", 0.995, 0.1, 9.0),
+        _run("acc-tie-big-gap", 0.990, 0.8, 1.0),
+        _run("acc-tie-small-gap", 0.990, 0.2, 1.0),
+        _run("worse", 0.980, 0.0, 0.5),
+        _run("a-trial", 0.999, 0.0, 0.5, **{"tune.role": "trial"}),
+        _run("a-rerun", 0.999, 0.0, 0.5, reproduces="x"),
+        _run("fashion", 0.999, 0.0, 0.5, dataset="fashion-mnist"),
+        RunRecord("failed", "baseline-models", "f", "FAILED", 0, {}, {"test_accuracy": 1.0}, {"family": "svm"}),
+    ]
+    ranked = select.rank_candidates(runs, latency_budget_ms=5.0)
+    assert [c.run.run_id for c in ranked] == ["acc-tie-small-gap", "acc-tie-big-gap", "worse", "slow-best"]
+    assert [c.eligible for c in ranked] == [True, True, True, False]
+    assert select.winner(ranked).run.run_id == "acc-tie-small-gap"
+    with pytest.raises(select.SelectionError, match="latency budget"):
+        select.winner(select.rank_candidates(runs[:1], latency_budget_ms=5.0))
+    with pytest.raises(select.SelectionError, match="ocr train"):
+        select.winner([])
+
+
+def test_promotion_gate():
+    sel = SelectParams(margin_pp=0.1, latency_budget_ms=2.0)
+    cand = {"test_accuracy": 0.9925, "inference_ms_per_image": 1.0}
+    assert select.promotion_gate(cand, None, None, sel).passed
+    assert select.promotion_gate(cand, {"test_accuracy": 0.9915}, 3, sel).passed  # +0.10 points: exactly the margin
+    below = select.promotion_gate(cand, {"test_accuracy": 0.9920}, 3, sel)
+    assert not below.passed and "below the margin" in below.reason and "v3" in below.reason
+    slow = select.promotion_gate({**cand, "inference_ms_per_image": 2.5}, None, None, sel)
+    assert not slow.passed and "latency budget" in slow.reason
+    zero = SelectParams(margin_pp=0.0, latency_budget_ms=2.0)
+    assert not select.promotion_gate(cand, {"test_accuracy": 0.9925}, 3, zero).passed  # a tie never promotes
+
+
+@pytest.fixture()
+def two_runs(tracking_uri, tiny_splits, tiny_overrides):
+    """A base CNN and an SVM trained on the tiny slice, tracked in a fresh store."""
+    from cnn_ocr.train import train_model
+
+    params = load_params(overrides=tiny_overrides)
+    runs = {f: train_model(f, params, splits=tiny_splits) for f in ("base_cnn", "svm")}
+    return params, runs
+
+
+def test_register_select_gate_force_rollback_and_history(two_runs, tiny_splits, tmp_path):
+    params, runs = two_runs
+    with pytest.raises(RegistryError, match="ocr select"):
+        registry.resolve_alias(REGISTERED_MODEL, PRODUCTION)
+
+    # registration: ONNX export with parity, version tags, artifacts; a second call reuses the version
+    info, created = select.register_run(runs["base_cnn"].run_id, params)
+    assert created and info.version == 1 and REQUIRED_VERSION_TAGS <= set(info.tags)
+    assert float(info.tags["test_accuracy"]) == pytest.approx(runs["base_cnn"].metrics["test_accuracy"])
+    assert float(info.tags["onnx_parity_max_abs_diff"]) <= 1e-4
+    assert sorted(registry.list_artifacts(info.run_id, "onnx")) == ["onnx/model.onnx", "onnx/spec.json"]
+    assert select.register_run(runs["base_cnn"].run_id, params) == (info, False)
+
+    # selection: the rule's winner gets production, recorded in the history
+    outcome, ranked = select.select_production(params)
+    best = max(runs.values(), key=lambda r: (r.metrics["test_accuracy"], -r.metrics["overfit_gap"]))
+    assert outcome.alias == PRODUCTION and outcome.version.run_id == best.run_id
+    assert {c.run.run_id for c in ranked} == {r.run_id for r in runs.values()}
+    prod = registry.resolve_alias(REGISTERED_MODEL, PRODUCTION)
+    assert prod.run_id == best.run_id and prod.alias == PRODUCTION
+
+    # the service's path: download ONNX + spec and get the framework's predictions
+    folder = registry.download_onnx(prod, tmp_path / "prod")
+    spec = json.loads((folder / "spec.json").read_text())
+    assert spec["model"] == {"name": REGISTERED_MODEL, "version": prod.version, "alias": PRODUCTION,
+                                  "run_id": best.run_id, "family": best.family, "data_version": "v2.0",
+                                  "test_accuracy": best.metrics["test_accuracy"]}
+    import onnxruntime as ort
+
+    from cnn_ocr.preprocess import to_model_input
+
+    x = to_model_input(tiny_splits.test_x[:50])
+    logits = ort.InferenceSession(str(folder / "model.onnx")).run(["logits"], {"input": x})[0]
+    assert logits.shape == (50, 10)
+
+    # the loser fails the gate: challenger with the reason; then --force promotes it, on record
+    other = next(r for r in runs.values() if r.run_id != best.run_id)
+    other_info, _ = select.register_run(other.run_id, params)
+    gated = select.promote(other_info, params.select)
+    assert gated.alias == CHALLENGER and "below the margin" in gated.reason
+    assert registry.alias_version(REGISTERED_MODEL, PRODUCTION) == prod.version
+    forced = select.promote(other_info, params.select, force=True)
+    assert forced.alias == PRODUCTION and forced.forced
+    assert registry.alias_version(REGISTERED_MODEL, PRODUCTION) == other_info.version
+    assert registry.alias_version(REGISTERED_MODEL, CHALLENGER) is None  # production and challenger never coincide
+
+    # rollback: production goes back; then there is nothing earlier
+    entry = select.rollback(params)
+    assert (entry["from"], entry["to"], entry["action"]) == (other_info.version, prod.version, "rollback")
+    with pytest.raises(select.SelectionError, match="first production version"):
+        select.rollback(params)
+
+    history = registry.read_history()
+    assert [(e["alias"], e["action"]) for e in history] == [
+        (PRODUCTION, "select"), (CHALLENGER, "challenger"), (PRODUCTION, "force"), (CHALLENGER, "clear"),
+        (PRODUCTION, "rollback")]
+    assert all(e["by"] and e["at"] and e["why"] for e in history)
+    assert "forced past the gate" in history[2]["why"]
+
+    cli = CliRunner()
+    from cnn_ocr.cli import app
+
+    listed = cli.invoke(app, ["models", "list"], env={"COLUMNS": "200"})
+    assert listed.exit_code == 0 and "production" in listed.output and best.family in listed.output
+    shown = cli.invoke(app, ["models", "history"], env={"COLUMNS": "250"})
+    assert shown.exit_code == 0 and "rollback" in shown.output and "force" in shown.output
+    bad = cli.invoke(app, ["rollback", "--to", "99"])
+    assert bad.exit_code == 1 and "no version 99" in bad.output and "Traceback" not in bad.output
+
+
+def test_history_stays_bounded(two_runs):
+    params, runs = two_runs
+    v1, _ = select.register_run(runs["base_cnn"].run_id, params)
+    v2, _ = select.register_run(runs["svm"].run_id, params)
+    for i in range(45):
+        registry.move_alias(REGISTERED_MODEL, "staging", (v1, v2)[i % 2].version, action="test", why="x" * 80 + str(i))
+    raw = registry._client().get_registered_model(REGISTERED_MODEL).tags[registry.HISTORY_TAG]
+    history = json.loads(raw)
+    assert len(raw) <= registry.HISTORY_MAX_CHARS and 10 < len(history) < 45
+    assert history[-1]["why"].endswith("44") and history[-1]["to"] == v1.version
+
+
+def test_missing_run_and_version_are_one_line_errors(tracking_uri, tiny_overrides):
+    cli = CliRunner()
+    from cnn_ocr.cli import app
+
+    res = cli.invoke(app, ["register", "--run-id", "0123456789abcdef", *sum((["--set", o] for o in tiny_overrides), [])])
+    assert res.exit_code == 1 and "no run '0123456789abcdef'" in res.output and "Traceback" not in res.output
+    res = cli.invoke(app, ["export", "--alias", PRODUCTION])
+    assert res.exit_code == 1 and "ocr select" in res.output
+    res = cli.invoke(app, ["export"])
+    assert res.exit_code == 2 and "exactly one of" in res.output
