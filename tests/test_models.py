@@ -1,0 +1,142 @@
+"""Model families: construction, the calibrated SVM, batch augmentation, and the behaviour of a trained CNN."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from cnn_ocr.calibration import fit_temperature, softmax
+from cnn_ocr.config import ConfigError, load_params
+from cnn_ocr.evaluate import class_scores, confusion_matrix, per_digit_metrics
+from cnn_ocr.fit import torch_loop
+from cnn_ocr.models import FAMILIES, build, is_torch
+from cnn_ocr.preprocess import to_model_input
+
+
+@pytest.fixture(scope="module")
+def params():
+    return load_params("params.yaml")
+
+
+@pytest.mark.parametrize("family", ["base_cnn", "improved_cnn"])
+def test_cnn_maps_normalized_batch_to_logits(params, family):
+    model = build(family, getattr(params.models, family)).eval()
+    x = torch.from_numpy(to_model_input(np.zeros((3, 28, 28), np.uint8)))
+    with torch.inference_mode():
+        out = model(x)
+    assert out.shape == (3, 10) and out.dtype == torch.float32
+    assert is_torch(family)
+
+
+def test_families_and_unknown_family(params):
+    assert set(FAMILIES) == {"base_cnn", "svm", "improved_cnn"}
+    assert not is_torch("svm")
+    with pytest.raises(ValueError, match="unknown model family 'resnet'"):
+        build("resnet", params.models.base_cnn)
+
+
+def test_improved_cnn_follows_the_seed_layout(params):
+    model = build("improved_cnn", params.models.improved_cnn)
+    convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
+    norms = [m for m in model.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    dense = [m for m in model.modules() if isinstance(m, torch.nn.Linear)]
+    assert [c.out_channels for c in convs] == [32, 32, 64, 64]
+    assert len(norms) == 4
+    assert [d.out_features for d in dense] == [256, 128, 10]
+    padded = build("improved_cnn", params.models.improved_cnn.model_copy(update={"padding": 1}))
+    assert padded(torch.zeros(2, 1, 28, 28)).shape == (2, 10)
+
+
+@pytest.mark.parametrize(
+    "override", ["models.improved_cnn.conv_filters=[32, 32, 64]", "models.svm.scaling=robust",
+                 "models.base_cnn.data_version=latest", "models.improved_cnn.patience=0"]
+)
+def test_bad_model_params_are_rejected(override):
+    with pytest.raises(ConfigError):
+        load_params("params.yaml", [override])
+
+
+def test_calibrated_svm_gives_probabilities(params, tiny_splits):
+    model = build("svm", params.models.svm)
+    flat = to_model_input(tiny_splits.train_x).reshape(len(tiny_splits.train_x), -1)
+    model.fit(flat, tiny_splits.train_y)
+    temperature = model.calibrate(to_model_input(tiny_splits.val_x).reshape(200, -1), tiny_splits.val_y)
+    assert 0.01 < temperature < 100
+    x = to_model_input(tiny_splits.test_x[:50]).reshape(50, -1)
+    proba = model.predict_proba(x)
+    assert proba.shape == (50, 10)
+    np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-9)
+    assert (model.predict(x) == proba.argmax(axis=1)).all()
+    assert model.pipeline[-1].probability is not True  # never SVC's internal 5-fold calibration
+
+
+def test_fit_temperature_recovers_a_known_temperature():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(0, 4, size=(4000, 10))
+    labels = np.array([rng.choice(10, p=p) for p in softmax(logits, 2.0)])
+    assert fit_temperature(logits, labels) == pytest.approx(2.0, rel=0.1)
+
+
+def test_batch_augmentation_keeps_background_and_shape():
+    gen = torch.Generator().manual_seed(0)
+    images = np.zeros((8, 28, 28), np.uint8)
+    images[:, 10:18, 12:16] = 255
+    x = torch.from_numpy(to_model_input(images))
+    aug_params = load_params("params.yaml").models.improved_cnn.augment
+    out = torch_loop.augment_batch(x, aug_params, gen)
+    assert out.shape == x.shape
+    assert torch.allclose(out[:, :, :3, :3], x[:, :, :3, :3], atol=1e-5)  # corners stay black
+    assert not torch.allclose(out, x)
+    still = aug_params.model_copy(update={"rotation_deg": 0.0, "shift_px": 0.0, "scale": 0.0})
+    assert torch.allclose(torch_loop.augment_batch(x, still, gen), x, atol=1e-4)
+
+
+# ---- behaviour of a small CNN trained once in this test session --------------------------------------------
+
+
+@pytest.fixture(scope="module")
+def small_cnn(mnist_splits, params):
+    """A base CNN trained like the production model (batch augmentation), 2 epochs on 8000 real images."""
+    augment = params.models.base_cnn.augment.model_copy(update={"enabled": True, "shift_px": 3.0})
+    fp = params.models.base_cnn.model_copy(update={"epochs": 2, "batch_size": 64, "augment": augment})
+    x = torch.from_numpy(to_model_input(mnist_splits.train_x[:8000]))
+    y = torch.from_numpy(mnist_splits.train_y[:8000])
+    vx = torch.from_numpy(to_model_input(mnist_splits.val_x[:1000]))
+    vy = torch.from_numpy(mnist_splits.val_y[:1000])
+    with torch_loop.seeded(0, "cpu"):
+        model = build("base_cnn", fp)
+        torch_loop.fit(model, (x, y), (vx, vy), fp, seed=0)
+    return model.eval()
+
+
+def _shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
+    """Move each image dy rows down and dx columns right, filling with black."""
+    out = np.zeros_like(images)
+    h, w = images.shape[1:]
+    out[:, max(dy, 0) : h + min(dy, 0), max(dx, 0) : w + min(dx, 0)] = \
+        images[:, max(-dy, 0) : h + min(-dy, 0), max(-dx, 0) : w + min(-dx, 0)]
+    return out
+
+
+@pytest.mark.model
+def test_every_digit_class_is_learned(small_cnn, mnist_splits):
+    x, y = mnist_splits.test_x[:3000], mnist_splits.test_y[:3000]
+    pred = class_scores(small_cnn, to_model_input(x)).argmax(1)
+    assert np.mean(pred == y) > 0.93
+    recalls = [r["recall"] for r in per_digit_metrics(confusion_matrix(y, pred))]
+    assert min(recalls) > 0.85, recalls
+
+
+@pytest.mark.model
+@pytest.mark.parametrize(("dy", "dx"), [(0, 1), (1, 0), (-1, -1), (0, -2), (2, 0), (-2, 2)])
+def test_small_shift_rarely_changes_the_prediction(small_cnn, mnist_splits, dy, dx):
+    x, y = mnist_splits.test_x[:1000], mnist_splits.test_y[:1000]
+    scores = class_scores(small_cnn, to_model_input(x))
+    before = scores.argmax(1)
+    after = class_scores(small_cnn, to_model_input(_shift(x, dy, dx))).argmax(1)
+    confident = softmax(scores).max(1) >= 0.9
+    assert confident.mean() > 0.6
+    # A confident prediction survives the shift; overall accuracy barely moves.
+    assert np.mean(before[confident] != after[confident]) <= (0.02 if max(abs(dy), abs(dx)) == 1 else 0.05)
+    assert np.mean(after == y) > np.mean(before == y) - 0.06
