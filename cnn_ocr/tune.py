@@ -134,6 +134,7 @@ def open_study(name: str, storage: str, seed: int, startup_trials: int, warmup_e
     """Create or join study `name` (maximising validation accuracy); tolerant of workers starting together."""
     import optuna
 
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
     kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if storage.startswith("sqlite") else {}
     # epochs are 1-based: trials always get `warmup_epochs` epochs before they can be pruned
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs + 1)
@@ -148,6 +149,19 @@ def open_study(name: str, storage: str, seed: int, startup_trials: int, warmup_e
             log.debug("retrying study creation after %s", exc)
             time.sleep(0.5 + attempt)
     raise AssertionError("unreachable")
+
+
+def _ensure_tracking_store(attempts: int = 8) -> None:
+    """Create the tuning experiment, tolerating workers that initialise a fresh tracking store at once."""
+    for attempt in range(attempts):
+        try:
+            tracking.ensure_experiment(tracking.TUNING_EXPERIMENT)
+            return
+        except Exception as exc:  # e.g. "table ... already exists" while another worker creates the store
+            if attempt == attempts - 1:
+                raise
+            log.debug("retrying tracking store set-up after %s", exc)
+            time.sleep(0.5 + attempt)
 
 
 def _objective(family: str, params: Params, study_name: str, storage: str) -> Any:
@@ -230,6 +244,7 @@ def run_tuning(family: str, params: Params, *, trials: int, timeout_s: float | N
     storage = storage or params.tune.storage or default_storage()
     name = study_name or default_study_name(family)
     study = open_study(name, storage, params.seed, params.tune.startup_trials, params.tune.warmup_epochs)
+    _ensure_tracking_store()
     worker = f"{socket.gethostname()}-{os.getpid()}"
     tags = {"tune.role": "parent", "optuna.study": name, "optuna.storage": redact(storage), "tune.family": family,
             "tune.worker": worker, **tracking.git_tags()}
@@ -239,9 +254,6 @@ def run_tuning(family: str, params: Params, *, trials: int, timeout_s: float | N
                              **{f"fixed.{k}": v for k, v in params.tune.fixed.get(family, {}).items()},
                              **{f"space.{k}": d.model_dump(exclude_none=True) for k, d in params.tune.space[family].items()}})
         if trials > 0:
-            import optuna
-
-            optuna.logging.set_verbosity(optuna.logging.WARNING)
             study.optimize(_objective(family, params, name, storage), n_trials=trials, timeout=timeout_s,
                            catch=(Exception,), gc_after_trial=True)
         counts = _counts(study)
