@@ -1,0 +1,122 @@
+"""HTTP endpoints. Each one parses its input, hands the work to `OcrService` in a worker thread, and
+returns a response model; errors are raised and rendered by `app.errors`."""
+
+from __future__ import annotations
+
+import hmac
+from pathlib import Path
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, Header, Request
+from fastapi.responses import FileResponse, JSONResponse, Response
+from prometheus_client import CONTENT_TYPE_LATEST
+from starlette.concurrency import run_in_threadpool
+
+from app import schemas
+from app.inputs import ApiError, batch_inputs, single_input
+from app.service import OcrService
+
+STATIC_DIR = Path(__file__).resolve().parent / "static"
+
+router = APIRouter()
+
+
+def get_service(request: Request) -> OcrService:
+    """The app's service object (created in the lifespan)."""
+    service = getattr(request.app.state, "service", None)
+    if service is None:
+        raise ApiError(503, "The service is starting; try again shortly.")
+    return service
+
+
+Service = Annotated[OcrService, Depends(get_service)]
+
+
+@router.get("/", include_in_schema=False)
+def index() -> FileResponse:
+    return FileResponse(STATIC_DIR / "index.html", headers={"cache-control": "no-cache"})
+
+
+@router.post("/predict", response_model=schemas.PredictResponse, responses=schemas.ERRORS,
+             openapi_extra=schemas.image_body(), summary="Read one digit")
+async def predict(request: Request, service: Service) -> dict:
+    """One digit from an image: multipart `file`, JSON `image` (base64 / data: URL) or JSON `pixels`."""
+    item = await single_input(request, service.settings)
+    return (await run_in_threadpool(service.predict, [item]))[0]
+
+
+@router.post("/predict/batch", response_model=schemas.BatchResponse, responses=schemas.ERRORS,
+             openapi_extra=schemas.image_body(batch=True), summary="Read one digit from each of several images")
+async def predict_batch(request: Request, service: Service) -> dict:
+    """Several images as repeated multipart fields `files`; results in the same order."""
+    items = await batch_inputs(request, service.settings)
+    return {"results": await run_in_threadpool(service.predict, items)}
+
+
+@router.post("/read", response_model=schemas.ReadResponse, responses=schemas.ERRORS,
+             openapi_extra=schemas.image_body(), summary="Read a row of digits")
+async def read(request: Request, service: Service) -> dict:
+    """All digits written in a row, left to right, with their boxes."""
+    item = await single_input(request, service.settings)
+    return await run_in_threadpool(service.read, item)
+
+
+@router.post("/feedback", response_model=schemas.FeedbackResponse, summary="Correct an answer",
+             responses={404: {"model": schemas.ErrorResponse}, 422: {"model": schemas.ErrorResponse},
+                        429: {"model": schemas.ErrorResponse}})
+async def feedback(body: schemas.FeedbackRequest, request: Request, service: Service) -> dict:
+    """Store the right digit for a prediction (404 when the id is unknown or expired)."""
+    client = request.client.host if request.client else "-"
+    wait = request.app.state.feedback_limiter.retry_after(client)
+    if wait:
+        raise ApiError(429, f"Too much feedback from this client; try again in {wait} s.", {"retry-after": str(wait)})
+    return await run_in_threadpool(service.add_feedback, body.prediction_id, body.label)
+
+
+@router.get("/model", response_model=schemas.ModelResponse, responses={503: {"model": schemas.ErrorResponse}})
+def model(service: Service) -> dict:
+    """The model being served."""
+    info = service.model().info
+    return {"name": info.name, "version": info.version, "alias": info.alias, "run_id": info.run_id,
+            "family": info.family, "test_accuracy": info.test_accuracy, "data_version": info.data_version,
+            "source": info.source, "loaded_at": info.loaded_at,
+            "uncertain_threshold": service.settings.uncertain_threshold}
+
+
+@router.get("/health", response_model=schemas.HealthResponse, responses={503: {"model": schemas.ErrorResponse}})
+def health(request: Request) -> dict | JSONResponse:
+    """200 while a model is loaded, 503 otherwise."""
+    service = getattr(request.app.state, "service", None)
+    current = service.store.current if service else None
+    if current is None:
+        return JSONResponse({"detail": "No model is loaded."}, status_code=503)
+    return {"status": "ok", "model": {"name": current.info.name, "version": current.info.version}}
+
+
+@router.get("/metrics", summary="Prometheus metrics")
+def metrics(request: Request) -> Response:
+    """Prometheus text exposition of this process."""
+    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
+
+
+def _check_admin(request: Request, authorization: str | None) -> None:
+    token = request.app.state.settings.admin_token
+    if not token:
+        raise ApiError(404, "Admin endpoints are disabled; set OCR_ADMIN_TOKEN to enable them.")
+    scheme, _, given = (authorization or "").partition(" ")
+    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
+        raise ApiError(401, "A valid admin token is required (Authorization: Bearer <token>).",
+                       {"www-authenticate": "Bearer"})
+
+
+@router.post("/admin/reload", response_model=schemas.ReloadResponse, summary="Reload the model now",
+             responses={401: {"model": schemas.ErrorResponse}, 404: {"model": schemas.ErrorResponse},
+                        409: {"model": schemas.ReloadResponse}})
+async def admin_reload(request: Request, service: Service,
+                       authorization: Annotated[str | None, Header()] = None) -> dict | JSONResponse:
+    """Look up the model again and swap it in if it changed (409 when the new one is refused)."""
+    _check_admin(request, authorization)
+    result = await run_in_threadpool(request.app.state.reload_now)
+    body = {"status": result.status, "detail": result.detail,
+            "model": {"name": result.model.name, "version": result.model.version} if result.model else None}
+    return JSONResponse(body, status_code=409) if result.status == "refused" else body

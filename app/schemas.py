@@ -1,0 +1,119 @@
+"""Request and response bodies of the HTTP API (they also document it at /docs)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, StrictInt
+
+Status = Literal["ok", "uncertain", "no_digit"]
+IMAGE_FIELDS = "an image as multipart field `file`, or JSON {\"image\": base64 or data: URL}, or JSON {\"pixels\": 28x28}"
+
+
+class ModelRef(BaseModel):
+    name: str
+    version: str
+
+
+class PredictResponse(BaseModel):
+    prediction_id: str = Field(description="Send it back with POST /feedback to correct the answer.")
+    digit: int | None = Field(description="Best guess (also for `uncertain`); null for `no_digit`.")
+    confidence: float = Field(description="Calibrated probability of `digit` (0 for `no_digit`).")
+    probabilities: list[float] = Field(description="Calibrated probability of each digit 0-9.")
+    status: Status
+    model: ModelRef
+    reason: str | None = Field(None, description="Why there is no digit (blank, too small, a dot).")
+    input_image: str | None = Field(None, description="The 28x28 image the model saw, as a PNG data: URL.")
+
+
+class BatchResponse(BaseModel):
+    results: list[PredictResponse]
+
+
+class ReadDigit(BaseModel):
+    digit: int
+    confidence: float
+    status: Literal["ok", "uncertain"]
+    box: list[int] = Field(description="[x, y, w, h] in the uploaded image's pixels.")
+    prediction_id: str = Field(description="Id of this digit alone, for POST /feedback.")
+    input_image: str | None = None
+
+
+class ReadResponse(BaseModel):
+    prediction_id: str
+    text: str
+    status: Status
+    digits: list[ReadDigit]
+    model: ModelRef
+
+
+class FeedbackRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+    prediction_id: Annotated[str, Field(min_length=1, max_length=100)]
+    label: Annotated[StrictInt, Field(ge=0, le=9)]
+
+
+class FeedbackResponse(BaseModel):
+    stored: bool
+    prediction_id: str
+    label: int
+    predicted: int | None
+    model_version: str | None
+
+
+class ModelResponse(BaseModel):
+    name: str
+    version: str
+    alias: str | None
+    run_id: str | None
+    family: str | None
+    test_accuracy: float | None
+    data_version: str | None
+    source: str
+    loaded_at: str
+    uncertain_threshold: float
+
+
+class HealthResponse(BaseModel):
+    status: Literal["ok"]
+    model: ModelRef
+
+
+class ReloadResponse(BaseModel):
+    status: Literal["reloaded", "unchanged", "refused"]
+    detail: str
+    model: ModelRef | None
+
+
+class ErrorResponse(BaseModel):
+    detail: str
+
+
+def _pixels_schema() -> dict:
+    row = {"type": "array", "minItems": 28, "maxItems": 28, "items": {"type": "number", "minimum": 0, "maximum": 255}}
+    return {"type": "array", "minItems": 28, "maxItems": 28, "items": row}
+
+
+def image_body(batch: bool = False) -> dict:
+    """OpenAPI requestBody of the image endpoints (multipart or JSON), for `openapi_extra`."""
+    if batch:
+        multipart = {"type": "object", "required": ["files"], "properties": {
+            "files": {"type": "array", "items": {"type": "string", "format": "binary"}}}}
+        return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": multipart}}}}
+    multipart = {"type": "object", "required": ["file"],
+                 "properties": {"file": {"type": "string", "format": "binary"}}}
+    json_body = {"oneOf": [
+        {"type": "object", "required": ["image"], "additionalProperties": False,
+         "properties": {"image": {"type": "string", "description": "base64, or a data:image/...;base64 URL"}}},
+        {"type": "object", "required": ["pixels"], "additionalProperties": False,
+         "properties": {"pixels": _pixels_schema()}},
+    ]}
+    return {"requestBody": {"required": True, "content": {"multipart/form-data": {"schema": multipart},
+                                                           "application/json": {"schema": json_body}}}}
+
+
+ERRORS = {code: {"model": ErrorResponse, "description": text} for code, text in {
+    400: "The file is not a readable image.", 413: "The file or image is too large.",
+    415: "Unsupported file type or content type.", 422: "Bad JSON shape or values.",
+    503: "No model is loaded yet."}.items()}
