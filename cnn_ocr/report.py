@@ -8,6 +8,7 @@ commits, versions, paths, commands) are written as code spans.
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import tempfile
@@ -31,6 +32,24 @@ def _date(ms: Any) -> str:
     return datetime.fromtimestamp(int(ms) / 1000, UTC).strftime("%Y-%m-%d")
 
 
+def _param(text: str) -> str:
+    """A logged param as written: floats to 4 significant digits, anything else verbatim."""
+    try:
+        value = float(text)
+    except ValueError:
+        return str(text)
+    return str(text) if text.lstrip("-").isdigit() or text in ("True", "False") else f"{value:.4g}"
+
+
+def _space(text: str) -> str:
+    """A logged search dimension (JSON) as a range or a list of choices."""
+    dim = json.loads(text)
+    if dim.get("choices") is not None:
+        return "one of " + ", ".join(str(c) for c in dim["choices"])
+    scale = " (log scale)" if dim.get("log") else ""
+    return f"{dim['low']:g} to {dim['high']:g}{scale}"
+
+
 FORMATS = {
     "pct": lambda v: f"{float(v) * 100:.2f}%",
     "pts": lambda v: f"{float(v):.2f}",
@@ -38,6 +57,9 @@ FORMATS = {
     "ms": lambda v: f"{float(v):.2f}",
     "int": lambda v: str(int(round(float(v)))),
     "raw": str,
+    "param": _param,
+    "space": _space,
+    "loss": lambda v: f"{float(v):.4f}",
     "date": _date,
     "diff_pct": lambda a, b: f"{(float(a) - float(b)) * 100:+.2f}",
 }

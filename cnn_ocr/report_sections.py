@@ -65,7 +65,7 @@ def _results(doc: Doc, run: RunRecord, indent: str) -> None:
             f"{indent}  - Training accuracy: {m('train_accuracy', 'pct')}",
             f"{indent}  - Validation accuracy: {m('val_accuracy', 'pct')}",
             f"{indent}  - Overfitting: {m('overfit_gap', 'pts')} points gap between train and test",
-            f"{indent}  - Training loss (last epoch): {m('train_loss', 'ms')}",
+            f"{indent}  - Training loss (last epoch): {m('train_loss', 'loss')}",
             f"{indent}  - Training time: {m('training_time_s', 's')} s; inference "
             f"{m('inference_ms_per_image', 'ms')} ms per image (single image, CPU)")
 
@@ -76,7 +76,7 @@ def _model_block(doc: Doc, run: RunRecord, indent: str, slug: str) -> None:
             f"{indent}- Hyperparameters:")
     for key, label in HYPERPARAMS.get(family, []):
         if key in run.params and run.params[key] != "null":
-            doc.add(f"{indent}  - {label}: {doc.v('raw', ('param', run, key))}")
+            doc.add(f"{indent}  - {label}: {doc.v('param', ('param', run, key))}")
     _results(doc, run, indent)
     for artifact, caption in (("plots/learning_curve.png", "learning curve"),
                               ("plots/confusion_matrix.png", "confusion matrix")):
@@ -117,18 +117,18 @@ def _tuning(doc: Doc, runs: list[RunRecord], baseline: RunRecord | None, dataset
             f"- **Parent Run ID**: {_ident(parent)}, study `{study}` (`{parent.tags.get('optuna.storage', '')}`)",
             f"- **Model**: {TITLES.get(parent.tags.get('tune.family', ''), '?')} (variants)",
             "- **Tuned Parameters**: " + ", ".join(
-                f"`{k[6:]}` {doc.v('raw', ('param', parent, k))}" for k in sorted(parent.params) if k.startswith("space.")),
+                f"`{k[6:]}` {doc.v('space', ('param', parent, k))}" for k in sorted(parent.params) if k.startswith("space.")),
             f"- **Trials**: {doc.metric(parent, 'trials_complete', 'int')} complete, "
             f"{doc.metric(parent, 'trials_pruned', 'int')} pruned (median pruner on validation accuracy), "
             f"{doc.metric(parent, 'trials_fail', 'int')} failed",
             f"- **Best trial**: #{doc.v('raw', ('tag', parent, 'best_trial'))} with validation accuracy "
             f"{doc.metric(parent, 'best_val_accuracy', 'pct')}: " + ", ".join(
-                f"`{k[5:]}` = {doc.v('raw', ('param', parent, k))}" for k in sorted(parent.params) if k.startswith("best.")))
+                f"`{k[5:]}` = {doc.v('param', ('param', parent, k))}" for k in sorted(parent.params) if k.startswith("best.")))
     if trials:
         doc.add("", "| trial | state | " + " | ".join(k[6:] for k in sorted(parent.params) if k.startswith("space."))
                 + " | val accuracy |", "|---" * (3 + sum(k.startswith("space.") for k in parent.params)) + "|")
         for t in trials:
-            values = " | ".join(doc.v("raw", ("param", t, k[6:])) if k[6:] in t.params else "?"
+            values = " | ".join(doc.v("param", ("param", t, k[6:])) if k[6:] in t.params else "?"
                                 for k in sorted(parent.params) if k.startswith("space."))
             state = "pruned" if t.tags.get("pruned") == "true" else t.status.lower()
             doc.add(f"| {doc.v('raw', ('tag', t, 'optuna.trial'))} | {state} | {values} | "

@@ -1,0 +1,110 @@
+"""The generated experiments report: every number in it equals the value stored in the tracking store."""
+
+from __future__ import annotations
+
+import re
+from collections import Counter
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+from typer.testing import CliRunner
+
+from cnn_ocr import report
+from cnn_ocr.cli import app
+from cnn_ocr.config import load_params
+
+NUMBER = re.compile(r"\d+(?:\.\d+)?(?:e[-+]?\d+)?")
+
+
+@pytest.fixture(scope="module")
+def populated_store(tmp_path_factory, tiny_overrides):
+    """Three trained families, a two-trial tuning study with its final run, and a production model."""
+    from cnn_ocr import select, tune
+    from cnn_ocr.train import train_model
+
+    tmp = tmp_path_factory.mktemp("report-store")
+    uri = f"sqlite:///{tmp / 'mlflow.db'}"
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("MLFLOW_TRACKING_URI", uri)
+        mp.setenv("OCR_MLFLOW_ARTIFACT_ROOT", str(tmp / "artifacts"))
+        params = load_params(overrides=tiny_overrides + [
+            "tune.fixed.improved_cnn={epochs: 1}", "tune.startup_trials=1", f"tune.best_params_file={tmp / 'best.yaml'}"])
+        for family in ("base_cnn", "svm", "improved_cnn"):
+            train_model(family, params)
+        tune.run_tuning("improved_cnn", params, trials=2, timeout_s=None, storage=f"sqlite:///{tmp / 'optuna.db'}",
+                        study_name="report-study", final=True)
+        select.select_production(params)
+        yield uri, params
+
+
+@pytest.fixture()
+def store(populated_store, monkeypatch):
+    uri, params = populated_store
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", uri)
+    return uri, params
+
+
+def _stored(client: MlflowClient, source: report.Source):
+    if source.kind == "version_tag":
+        name, version = source.ref.rsplit(":", 1)
+        return client.get_model_version(name, version).tags[source.key]
+    run = client.get_run(source.ref)
+    if source.kind == "start":
+        return run.info.start_time
+    return {"metric": run.data.metrics, "param": run.data.params, "tag": run.data.tags}[source.kind][source.key]
+
+
+def _prose_numbers(markdown: str) -> Counter:
+    """Numbers a reader sees as data: code blocks/spans (ids, commands), link targets, headings' experiment
+    numbers and list markers are structure, not data."""
+    text = re.sub(r"```.*?```", "", markdown, flags=re.S)
+    text = re.sub(r"`[^`]*`", "", text)
+    text = re.sub(r"\]\([^)]*\)", "]", text)
+    text = re.sub(r"Experiment \d+", "Experiment", text)
+    text = re.sub(r"(?m)^\s*\d+\. ", "", text)
+    return Counter(NUMBER.findall(text))
+
+
+def test_every_number_in_the_report_equals_the_stored_value(store, tmp_path):
+    uri, params = store
+    doc = report.build_report(params, tmp_path / "ml")
+    markdown = "\n".join(doc.lines)
+    client = MlflowClient(uri)
+    assert len(doc.values) > 80
+    for value in doc.values:
+        stored = tuple(_stored(client, s) for s in value.sources)
+        assert stored == value.raw, value
+        assert report.FORMATS[value.fmt](*stored) == value.text, value
+    written = Counter(n for v in doc.values for n in NUMBER.findall(v.text))
+    unexplained = _prose_numbers(markdown) - written
+    assert not unexplained, f"numbers in the report with no stored source: {dict(unexplained)}"
+
+    prod = client.get_model_version_by_alias(params.select.registered_model, "production")
+    acc = report.FORMATS["pct"](prod.tags["test_accuracy"])
+    production_section = markdown.split("## Production Model Selection")[1]
+    assert f"Test accuracy {acc}" in production_section and prod.run_id in production_section
+    for heading in ("## Experiment Overview", "### Experiment 1: Baseline Models", "### Experiment 2: Improved CNN",
+                    "### Experiment 3: Hyperparameter Tuning", "## Production Model Selection", "## MLflow Workflow"):
+        assert heading in markdown
+
+
+def test_report_figures_are_real_images_next_to_the_file(store, tmp_path):
+    uri, params = store
+    out = tmp_path / "ml" / "README_experiments.md"
+    result = CliRunner().invoke(app, ["report", "--out", str(out), "--set", f"data.processed_dir={params.data.processed_dir}"])
+    assert result.exit_code == 0, result.output
+    markdown = out.read_text()
+    images = re.findall(r"!\[[^\]]*\]\(([^)]+)\)", markdown)
+    assert len(images) >= 10  # learning curve + confusion matrix per model, two tuning plots
+    for rel in images:
+        assert (out.parent / rel).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    report.write_report(params, out)
+    assert out.read_text() == markdown  # regenerating gives the same file: nothing in it but stored values
+
+
+def test_empty_store_gives_a_report_that_says_what_to_run(tracking_uri, tmp_path):
+    path, n_runs = report.write_report(load_params(), tmp_path / "README_experiments.md")
+    text = Path(path).read_text()
+    assert n_runs == 0 and "`ocr train --model base_cnn`" in text and "`ocr select`" in text and "`ocr tune`" in text
+    assert not _prose_numbers(text)
