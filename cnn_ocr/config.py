@@ -127,7 +127,7 @@ class ImprovedCnnParams(TorchTrainParams):
 
 class SvmParams(Strict):
     data_version: DataVersionName = "v2.0"
-    scaling: Literal["standard", "minmax", "none"] = "standard"  # applied to the normalized pixels
+    scaling: Literal["none", "standard", "minmax"] = "none"  # extra scaling after the MNIST mean/std normalization
     pca_components: int | None = Field(None, ge=1, le=784)
     pca_whiten: bool = False
     kernel: Literal["rbf", "poly", "linear", "sigmoid"] = "rbf"
