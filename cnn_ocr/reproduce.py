@@ -125,4 +125,4 @@ def reproduce_run(run_id: str, warn: Callable[[str], None] = log.warning) -> Rep
         warn(message)
     result = train_model(family, params, experiment=run.experiment, run_name=f"{run.name}-reproduction",
                          tags={"reproduces": run_id})
-    return Reproduction(run, result.run_id, dict(result.metrics))
+    return Reproduction(run, result.run_id, registry.get_run(result.run_id).metrics)  # as stored, like the original
