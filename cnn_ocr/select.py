@@ -202,6 +202,16 @@ def select_production(params: Params, *, force: bool = False) -> tuple[Outcome, 
     return promote(info, sel, force=force, action="select"), ranked
 
 
+def production_summary(name: str, outcome: Outcome) -> dict:
+    """What production is after a selection, and what happened to the candidate (for `metrics/production.json`)."""
+    prod = registry.resolve_alias(name, PRODUCTION)
+    metrics = _metrics(prod)
+    return {"production_version": prod.version, "production_run_id": prod.run_id,
+            "production_family": prod.tags.get("family"), **{k: metrics[k] for k in REQUIRED_METRICS},
+            "candidate_version": outcome.version.version, "candidate_alias": outcome.alias,
+            "forced": outcome.forced, "reason": outcome.reason}
+
+
 def rollback(params: Params, to_version: int | None = None, why: str = "") -> dict:
     """Move production back (see `registry.rollback`); `SelectionError` with the registry's reason if impossible."""
     try:

@@ -97,9 +97,17 @@ def register_cmd(
                   f"{info.tags.get('temperature')})")
 
 
-def select(force: ForceOpt = False, params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+def select(
+    force: ForceOpt = False,
+    summary_out: Annotated[Path | None, typer.Option("--summary-out", help="Write the outcome as JSON (DVC metrics).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
     """Pick the best run (test accuracy, then overfitting gap, within the latency budget) and promote it."""
-    from cnn_ocr.select import select_production
+    import json
+
+    from cnn_ocr.data.atomic import atomic_write_bytes
+    from cnn_ocr.select import production_summary, select_production
 
     setup_logging()
     p = params_or_fail(params, set_)
@@ -116,6 +124,10 @@ def select(force: ForceOpt = False, params: ParamsOpt = Path("params.yaml"), set
     console.print(table)
     forced = " (FORCED)" if outcome.forced else ""
     console.print(f"{outcome.version.name} v{outcome.version.version} -> {outcome.alias}{forced}: {outcome.reason}")
+    if summary_out is not None:
+        with _one_line_errors():
+            summary = production_summary(p.select.registered_model, outcome)
+        atomic_write_bytes(summary_out, (json.dumps(summary, indent=2) + "\n").encode())
 
 
 def rollback(
