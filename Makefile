@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Drop pip's notes about unused local package folders; keep everything else it says.
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: run test install system-deps data serve ui bench lint clean-venv
+.PHONY: run test install system-deps data train serve ui bench lint clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,6 +33,11 @@ system-deps:
 data: install
 	dvc repro prepare
 	ocr data info
+
+# The three model families, each a DVC stage tracked as one MLflow run (browse with `ocr ui`).
+train: data
+	dvc repro train_base_cnn train_svm train_improved_cnn
+	dvc metrics show
 
 run: data
 	@echo "Raw data: data/raw/mnist (verified cache); processed versions: data/processed/{v2.0,v3.0} (DVC-tracked)."
