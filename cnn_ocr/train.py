@@ -134,8 +134,8 @@ def _final_metrics(model: Any, family: str, params: Params, splits: Splits, devi
         "test_accuracy": evaluate.accuracy(test_pred, splits.test_y),
         "val_accuracy": evaluate.accuracy(val_scores.argmax(1), splits.val_y),
         "train_accuracy": evaluate.accuracy(train_pred, splits.train_y[train_idx]),
-        "test_loss": nll(test_scores, splits.test_y, temperature),
-        "val_loss": nll(val_scores, splits.val_y, temperature),
+        "test_loss": nll(test_scores, splits.test_y),  # uncalibrated, comparable with the per-epoch losses
+        "val_loss": nll(val_scores, splits.val_y),
         "macro_f1": float(np.mean([r["f1"] for r in rows])),
         "min_digit_recall": float(min(r["recall"] for r in rows)),
         "training_time_s": fit.train_time_s,
