@@ -118,28 +118,41 @@ def _scores(model: Any, images: np.ndarray, params: Params, device: str) -> np.n
     return evaluate.class_scores(model, to_model_input(images), params.models.evaluation.batch_size, device)
 
 
+def _val_train_metrics(model: Any, family: str, params: Params, splits: Splits, device: str,
+                       train_idx: np.ndarray, fit: FitResult) -> dict[str, float]:
+    """Validation and training-subset figures of the kept model, and the temperature calibrating its scores."""
+    from cnn_ocr.calibration import fit_temperature, nll
+
+    if not is_torch(family):
+        # The SVM fit scored exactly these images already (scoring is its costly part); its scores are calibrated.
+        row = fit.history[-1]
+        return {k: row[k] for k in ("val_accuracy", "val_loss", "train_accuracy")} | {"temperature": 1.0}
+    val_scores = _scores(model, splits.val_x, params, device)
+    train_pred = _scores(model, splits.train_x[train_idx], params, device).argmax(1)
+    return {
+        "val_accuracy": evaluate.accuracy(val_scores.argmax(1), splits.val_y),
+        "val_loss": nll(val_scores, splits.val_y),  # uncalibrated, comparable with the per-epoch losses
+        "train_accuracy": evaluate.accuracy(train_pred, splits.train_y[train_idx]),
+        "temperature": fit_temperature(val_scores, splits.val_y),
+    }
+
+
 def _final_metrics(model: Any, family: str, params: Params, splits: Splits, device: str,
                    train_idx: np.ndarray, fit: FitResult) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Score the kept model on test / validation / a training subset; returns metrics, test preds, confusion."""
-    from cnn_ocr.calibration import fit_temperature, nll
+    from cnn_ocr.calibration import nll
 
     test_scores = _scores(model, splits.test_x, params, device)
-    val_scores = _scores(model, splits.val_x, params, device)
-    train_pred = _scores(model, splits.train_x[train_idx], params, device).argmax(1)
     test_pred = test_scores.argmax(1)
-    temperature = fit_temperature(val_scores, splits.val_y) if is_torch(family) else 1.0
     cm = evaluate.confusion_matrix(splits.test_y, test_pred)
     rows = evaluate.per_digit_metrics(cm)
     m = {
         "test_accuracy": evaluate.accuracy(test_pred, splits.test_y),
-        "val_accuracy": evaluate.accuracy(val_scores.argmax(1), splits.val_y),
-        "train_accuracy": evaluate.accuracy(train_pred, splits.train_y[train_idx]),
-        "test_loss": nll(test_scores, splits.test_y),  # uncalibrated, comparable with the per-epoch losses
-        "val_loss": nll(val_scores, splits.val_y),
+        **_val_train_metrics(model, family, params, splits, device, train_idx, fit),
+        "test_loss": nll(test_scores, splits.test_y),
         "macro_f1": float(np.mean([r["f1"] for r in rows])),
         "min_digit_recall": float(min(r["recall"] for r in rows)),
         "training_time_s": fit.train_time_s,
-        "temperature": temperature,
         "best_epoch": fit.best_epoch,
         "epochs_run": fit.epochs_run,
     }
