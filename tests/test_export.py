@@ -81,7 +81,8 @@ def test_cnn_export_meets_the_file_contract(family, tiny_splits, tmp_path):
     assert res.parity.max_abs_diff < 1e-4 and res.parity.mismatched_predictions == 0
 
 
-@pytest.mark.parametrize("overrides", [{}, {"pca_components": 20, "pca_whiten": True}, {"scaling": "minmax", "gamma": "scale"}])
+@pytest.mark.parametrize("overrides", [{}, {"scaling": "standard", "pca_components": 20, "pca_whiten": True},
+                                       {"scaling": "minmax", "gamma": "scale"}])
 def test_svm_onnx_graph_reproduces_the_calibrated_probabilities(overrides, tiny_splits, tmp_path):
     import onnx
 

@@ -64,7 +64,7 @@ def two_runs(tracking_uri, tiny_splits, tiny_overrides):
     return params, runs
 
 
-def test_register_select_gate_force_rollback_and_history(two_runs, tiny_splits, tmp_path):
+def test_register_select_gate_force_rollback_and_history(two_runs, tiny_splits, tiny_overrides, tmp_path):
     params, runs = two_runs
     with pytest.raises(RegistryError, match="ocr select"):
         registry.resolve_alias(REGISTERED_MODEL, PRODUCTION)
@@ -130,6 +130,12 @@ def test_register_select_gate_force_rollback_and_history(two_runs, tiny_splits, 
     assert listed.exit_code == 0 and "production" in listed.output and best.family in listed.output
     shown = cli.invoke(app, ["models", "history"], env={"COLUMNS": "250"})
     assert shown.exit_code == 0 and "rollback" in shown.output and "force" in shown.output
+    sets = sum((["--set", o] for o in tiny_overrides), [])
+    again = cli.invoke(app, ["select", "--summary-out", str(tmp_path / "production.json"), *sets])
+    assert again.exit_code == 0 and "already holds production" in again.output
+    summary = json.loads((tmp_path / "production.json").read_text())
+    assert (summary["production_version"], summary["production_run_id"]) == (prod.version, best.run_id)
+    assert summary["test_accuracy"] == best.metrics["test_accuracy"]
     bad = cli.invoke(app, ["rollback", "--to", "99"])
     assert bad.exit_code == 1 and "no version 99" in bad.output and "Traceback" not in bad.output
 

@@ -114,13 +114,14 @@ def select(
     with _one_line_errors():
         outcome, ranked = select_production(p, force=force)
     table = Table(title=f"candidates (latency budget {p.select.latency_budget_ms:g} ms)")
-    for col in ("run", "family", "experiment", "test acc", "gap (pts)", "latency"):
-        table.add_column(col)
+    for col in ("run", "family", "test acc", "gap pts", "ms/img", "eligible"):
+        table.add_column(col, no_wrap=True)
     for c in ranked:
         m = c.run.metrics
-        mark = "[bold green]*[/] " if c.run.run_id == outcome.version.run_id else ""
-        table.add_row(mark + c.run.run_id[:12], c.run.tags.get("family", "?"), c.run.experiment,
-                      f"{m['test_accuracy']:.2%}", f"{m['overfit_gap']:.2f}", c.note)
+        mark = "*" if c.run.run_id == outcome.version.run_id else " "
+        family = c.run.tags.get("family", "?") + (" (tuned)" if c.run.tags.get("tune.role") == "final" else "")
+        table.add_row(mark + c.run.run_id[:8], family, f"{m['test_accuracy']:.2%}", f"{m['overfit_gap']:.2f}",
+                      f"{m['inference_ms_per_image']:.2f}", "yes" if c.eligible else "no")
     console.print(table)
     forced = " (FORCED)" if outcome.forced else ""
     console.print(f"{outcome.version.name} v{outcome.version.version} -> {outcome.alias}{forced}: {outcome.reason}")
@@ -157,14 +158,14 @@ def models_list(name: NameOpt = None, params: ParamsOpt = Path("params.yaml")) -
     if not versions:
         fail(f"{name} has no versions yet; run `ocr select` or `ocr register --run-id ID`")
     table = Table(title=name)
-    for col in ("version", "aliases", "family", "test acc", "gap (pts)", "ms/image", "data", "commit", "run"):
-        table.add_column(col)
+    for col in ("ver", "aliases", "family", "test acc", "gap pts", "ms/img", "data", "run"):
+        table.add_column(col, no_wrap=True)
     for v in versions:
         t = v.tags
         acc = f"{float(t['test_accuracy']):.2%}" if "test_accuracy" in t else "?"
-        table.add_row(str(v.version), ", ".join(v.aliases), t.get("family", "?"), acc, t.get("overfit_gap", "?"),
-                      t.get("inference_ms_per_image", "?"), t.get("data_version", "?"), t.get("git_commit", "?")[:8],
-                      v.run_id[:12])
+        table.add_row(str(v.version), ", ".join(v.aliases), t.get("family", "?"), acc,
+                      f"{float(t.get('overfit_gap', 'nan')):.2f}", f"{float(t.get('inference_ms_per_image', 'nan')):.2f}",
+                      t.get("data_version", "?"), v.run_id[:8])
     console.print(table)
 
 
@@ -178,13 +179,10 @@ def models_history(name: NameOpt = None, params: ParamsOpt = Path("params.yaml")
         entries = read_history(name)
     if not entries:
         fail(f"{name} has no alias history yet")
-    table = Table(title=f"{name}: alias history")
-    for col in ("when (UTC)", "who", "alias", "from -> to", "action", "why"):
-        table.add_column(col)
+    console.print(f"{name}: alias history (oldest first)")
     for e in entries:
-        moved = f"v{e['from'] or '-'} -> v{e['to'] or '-'}".replace("v-", "-")
-        table.add_row(e["at"], e["by"], e["alias"], moved, e["action"], e["why"])
-    console.print(table)
+        moved = f"{'v' + str(e['from']) if e['from'] else '-'} -> {'v' + str(e['to']) if e['to'] else '-'}"
+        console.print(f"{e['at']}  {e['by']}  {e['alias']}: {moved}  ({e['action']})  {e['why']}", highlight=False, markup=False)
 
 
 @models_app.command("promote")
