@@ -162,7 +162,9 @@ def _safe(part: str) -> str:
 
 
 def _tracking_uri() -> str:
-    return os.environ.get("MLFLOW_TRACKING_URI") or "sqlite:///mlflow.db (default)"
+    from cnn_ocr.tracking import tracking_uri
+
+    return tracking_uri()
 
 
 @dataclass(frozen=True)
@@ -177,6 +179,10 @@ class Candidate:
 
 def fetch_registry_model(settings: Settings) -> Candidate:
     """Resolve the alias in the registry and make sure that version is in the local cache."""
+    # Fail fast when the tracking server is down (MLflow's defaults retry for minutes); explicit env wins.
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_MAX_RETRIES", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR", "1")
+    os.environ.setdefault("MLFLOW_HTTP_REQUEST_TIMEOUT", str(int(settings.registry_timeout_s)))
     from cnn_ocr.data.atomic import atomic_dir
     from cnn_ocr.registry import download_onnx, resolve_alias
 
@@ -221,7 +227,8 @@ def find_candidate(settings: Settings) -> Candidate:
     try:
         return fetch_registry_model(settings)
     except Exception as exc:  # the registry being down must not stop a cached model from serving
-        reason = f"{type(exc).__name__}: {str(exc).splitlines()[0][:200] if str(exc) else ''}"
+        text = str(exc).splitlines()[0] if str(exc) else "no message"
+        reason = f"{type(exc).__name__}: {text if len(text) <= 300 else text[:300] + '...'}"
     cached = cached_registry_model(settings)
     if cached is not None:
         return Candidate(cached.folder, cached.source, cached.version,

@@ -19,6 +19,7 @@ class Settings(BaseSettings):
     model_name: str = Field("OCR-Production-Model", description="Registered model to serve.")
     model_alias: str = Field("production", description="Alias of the registered model to serve.")
     model_cache_dir: Path = Field(Path("models_cache"), description="Local copies of served versions.")
+    registry_timeout_s: float = Field(5.0, gt=0, le=300, description="Timeout of one tracking-store request.")
     allow_start_without_model: bool = Field(False, description="Start (health 503) instead of exiting.")
     admin_token: str | None = Field(None, description="Bearer token for /admin/*; admin is off when unset.")
     uncertain_threshold: float = Field(0.7, ge=0.0, le=1.0, description="Below this top probability: uncertain.")
