@@ -21,6 +21,7 @@ COMMAND_MODULES = [
     "data_cmd",
     "train_cmd",
     "lifecycle_cmd",
+    "serve_cmd",
 ]
 
 for _name in COMMAND_MODULES:
