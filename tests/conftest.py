@@ -97,3 +97,12 @@ def tiny_overrides(tiny_data_dir) -> list[str]:
             "models.improved_cnn.epoch_samples=null", "models.improved_cnn.patience=null",
             "models.improved_cnn.conv_filters=[8, 8, 16, 16]", "models.improved_cnn.dense_units=[32, 16]",
             "select.latency_budget_ms=10000", "export.parity_images=300"]
+
+
+# --- OCR service: a small real CNN exported to ONNX (trained once, cached under .cache/test-models/) ---
+@pytest.fixture(scope="session")
+def service_model_dir(mnist_splits) -> Path:
+    """Folder with model.onnx + spec.json of a small CNN trained briefly on real MNIST."""
+    from service_model import trained_model_dir
+
+    return trained_model_dir(mnist_splits)
