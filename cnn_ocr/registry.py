@@ -164,11 +164,13 @@ def resolve_alias(name: str, alias: str) -> ModelVersionInfo:
 
     try:
         mv = _client().get_model_version_by_alias(name, alias)
-    except MlflowException:
-        raise RegistryError(
-            f"no version of {name!r} has the alias {alias!r} in {tracking.tracking_uri()}; "
-            "run `ocr select` (or `make run`) to register and promote a model"
-        ) from None
+    except MlflowException as exc:
+        if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
+            raise RegistryError(
+                f"no version of {name!r} has the alias {alias!r} in {tracking.tracking_uri()}; "
+                "run `ocr select` (or `make run`) to register and promote a model"
+            ) from None
+        raise RegistryError(f"the registry at {tracking.tracking_uri()} failed: {str(exc).splitlines()[0]}") from None
     return _info(mv, alias)
 
 

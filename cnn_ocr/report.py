@@ -19,7 +19,7 @@ from typing import Any
 
 from cnn_ocr import registry
 from cnn_ocr.config import Params
-from cnn_ocr.data.atomic import atomic_write_bytes
+from cnn_ocr.data.atomic import atomic_dir, atomic_write_bytes
 from cnn_ocr.registry import ModelVersionInfo, RunRecord
 from cnn_ocr.report_sections import render
 
@@ -86,9 +86,9 @@ class Value:
 
 @dataclass
 class Doc:
-    """Markdown lines plus the provenance of every value written into them."""
+    """Markdown lines plus the provenance of every value written into them; figures go to `figure_dir`."""
 
-    out_dir: Path
+    figure_dir: Path
     lines: list[str] = field(default_factory=list)
     values: list[Value] = field(default_factory=list)
     figures: list[Path] = field(default_factory=list)
@@ -111,8 +111,8 @@ class Doc:
         return self.v(fmt, ("metric", run, key)) if key in run.metrics else "n/a"
 
     def figure(self, run: RunRecord, artifact: str, name: str, caption: str) -> str | None:
-        """Copy a run's image artifact to ml/figures/<name> and return a Markdown image line."""
-        dest = self.out_dir / FIGURES_DIR / name
+        """Copy a run's image artifact to `figure_dir`/<name> and return a Markdown image line (figures/<name>)."""
+        dest = self.figure_dir / name
         with tempfile.TemporaryDirectory() as tmp:
             try:
                 src = registry.download_artifacts(run.run_id, artifact, Path(tmp))
@@ -145,17 +145,18 @@ def _lookup(kind: str, where: Any, key: str) -> Any:
     raise ValueError(f"unknown source kind {kind!r}")
 
 
-def build_report(params: Params, out_dir: Path) -> Doc:
-    """Read the store and render the document (figures are written under `out_dir`/figures)."""
-    doc = Doc(Path(out_dir))
+def build_report(params: Params, figure_dir: Path) -> Doc:
+    """Read the store and render the document; figures are written into `figure_dir`."""
+    doc = Doc(Path(figure_dir))
     render(doc, params)
     return doc
 
 
 def write_report(params: Params, out: Path) -> tuple[Path, int]:
-    """Regenerate the report file; returns (path, number of runs it draws on)."""
+    """Regenerate the report file and its `figures/` folder next to it (stale figures go); returns (path, runs)."""
     out = Path(out)
-    doc = build_report(params, out.parent)
-    atomic_write_bytes(out, ("\n".join(doc.lines).rstrip() + "\n").encode())
+    with atomic_dir(out.parent / FIGURES_DIR) as figure_dir:
+        doc = build_report(params, figure_dir)
+        atomic_write_bytes(out, ("\n".join(doc.lines).rstrip() + "\n").encode())
     runs = {s.ref for val in doc.values for s in val.sources if s.kind != "version_tag"}
     return out, len(runs)

@@ -68,7 +68,7 @@ def _prose_numbers(markdown: str) -> Counter:
 
 def test_every_number_in_the_report_equals_the_stored_value(store, tmp_path):
     uri, params = store
-    doc = report.build_report(params, tmp_path / "ml")
+    doc = report.build_report(params, tmp_path / "figures")
     markdown = "\n".join(doc.lines)
     client = MlflowClient(uri)
     assert len(doc.values) > 80
