@@ -124,3 +124,11 @@ def test_two_workers_share_one_study(tracking_uri, tiny_overrides, tmp_path):
     assert {r.data.tags["mlflow.parentRunId"] for r in runs} <= {p.info.run_id for p in parents}
     assert all(p.info.status == "FINISHED" for p in parents)
     assert yaml.safe_load((tmp_path / "best.yaml").read_text())["study"] == "shared"
+
+    # after the workers: a summary-only pass (no trials) reports the study-wide best
+    params = load_params(overrides=sets)
+    summary = tune.run_tuning("base_cnn", params, trials=0, timeout_s=None, storage=storage, study_name="shared",
+                              final=False)
+    best = max((t for t in trials if t.value is not None), key=lambda t: t.value)
+    assert summary.counts["complete"] + summary.counts["pruned"] == 4 and summary.best_trial == best.number
+    assert len(_trial_runs(client, "shared")) == 4  # no new trial runs
