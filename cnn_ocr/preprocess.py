@@ -169,7 +169,7 @@ def extract_ink(gray: np.ndarray, scale: float = 1.0) -> Ink:
     empty = np.zeros(ink.shape, bool)
     threshold = otsu_threshold(ink)
     strong = ink > threshold
-    if not strong.any():
+    if not strong.any() or strong.all():
         return Ink(np.zeros_like(ink), empty, empty, "blank", scale)
     paper = float(np.median(ink[~strong]))
     core = float(np.percentile(ink[strong], 90))
