@@ -1,0 +1,169 @@
+"""Model changes without downtime: atomic swaps under concurrent load, refusals, the registry and its cache."""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import threading
+import time
+from pathlib import Path
+
+import httpx
+import numpy as np
+import pytest
+from live_server import free_port, live_server
+from service_model import copy_model
+
+from app.model_store import ModelStore
+from app.settings import Settings
+
+TOKEN = "reload-token"
+AUTH = {"Authorization": f"Bearer {TOKEN}"}
+
+
+def point(link: Path, target: Path) -> None:
+    """Atomically repoint the symlink `link` at `target` (how a deployment switches model folders)."""
+    tmp = link.with_name(link.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+def nan_model(dest: Path, spec_from: Path) -> Path:
+    """A valid ONNX graph whose logits are NaN: it loads, and must fail the smoke test."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.full((784, 10), np.nan, np.float32), "W")
+    shape = numpy_helper.from_array(np.array([-1, 784], np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["input", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "W"], ["logits"])],
+        "nan", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], [weights, shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    dest.mkdir(parents=True)
+    onnx.save(model, dest / "model.onnx")
+    shutil.copy2(spec_from / "spec.json", dest / "spec.json")
+    return dest
+
+
+def corrupt_model(dest: Path, spec_from: Path) -> Path:
+    dest.mkdir(parents=True)
+    (dest / "model.onnx").write_bytes(b"this is not an onnx file" * 100)
+    shutil.copy2(spec_from / "spec.json", dest / "spec.json")
+    return dest
+
+
+@pytest.fixture()
+def models(tmp_path, service_model_dir):
+    v1 = copy_model(service_model_dir, tmp_path / "v1", "1")
+    v2 = copy_model(service_model_dir, tmp_path / "v2", "2")
+    current = tmp_path / "current"
+    current.symlink_to(v1)
+    return {"v1": v1, "v2": v2, "current": current, "nan": nan_model(tmp_path / "nan", v1),
+            "corrupt": corrupt_model(tmp_path / "corrupt", v1)}
+
+
+def hammer(base: str, pixels: list, stop: threading.Event, results: list) -> None:
+    with httpx.Client(base_url=base, timeout=30) as client:
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                r = client.post("/predict", json={"pixels": pixels})
+                version = r.json()["model"]["version"] if r.status_code == 200 else None
+                results.append((sent, r.status_code, version))
+            except httpx.HTTPError as exc:
+                results.append((sent, repr(exc), None))
+
+
+def test_swaps_under_concurrent_load_lose_no_request(tmp_path, models, mnist_splits):
+    pixels = mnist_splits.test_x[0].tolist()
+    env = {"OCR_MODEL_PATH": str(models["current"]), "OCR_ADMIN_TOKEN": TOKEN,
+           "OCR_FEEDBACK_DB": str(tmp_path / "fb.db")}
+    with live_server(env, tmp_path / "server.log") as base:
+        stop, results = threading.Event(), []
+        workers = [threading.Thread(target=hammer, args=(base, pixels, stop, results)) for _ in range(4)]
+        for w in workers:
+            w.start()
+        try:
+            time.sleep(0.5)
+            point(models["current"], models["v2"])
+            r = httpx.post(f"{base}/admin/reload", headers=AUTH, timeout=30)
+            assert r.status_code == 200 and r.json()["status"] == "reloaded", r.text
+            swapped_at = time.monotonic()
+            time.sleep(0.5)
+            for bad in ("corrupt", "nan"):
+                point(models["current"], models[bad])
+                r = httpx.post(f"{base}/admin/reload", headers=AUTH, timeout=30)
+                assert r.status_code == 409 and r.json()["status"] == "refused", r.text
+                assert r.json()["model"]["version"] == "2"
+                time.sleep(0.3)
+        finally:
+            stop.set()
+            for w in workers:
+                w.join()
+        metrics = httpx.get(f"{base}/metrics").text
+    failed = [r for r in results if r[1] != 200]
+    versions = [r[2] for r in results]
+    print(f"\n{len(results)} requests across 1 swap and 2 refused reloads: {len(failed)} failed; "
+          f"{versions.count('1')} on v1, {versions.count('2')} on v2")
+    assert not failed
+    assert versions.count("1") > 0 and versions.count("2") > 0
+    assert all(v == "2" for sent, _, v in results if sent > swapped_at)
+    assert 'ocr_model_reloads_total{result="refused"} 2.0' in metrics
+    assert 'ocr_model_info{alias="",name="test-cnn",source=' in metrics and 'version="2"' in metrics
+
+
+def test_interval_check_picks_up_a_new_version(tmp_path, models):
+    env = {"OCR_MODEL_PATH": str(models["current"]), "OCR_FEEDBACK_DB": str(tmp_path / "fb.db")}
+    with live_server({**env, "OCR_RELOAD_INTERVAL_S": "0.3"}, tmp_path / "server.log") as base:
+        assert httpx.get(f"{base}/model").json()["version"] == "1"
+        point(models["current"], models["v2"])
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{base}/model").json()["version"] != "2":
+            assert time.monotonic() < deadline, "the new version was not picked up within 10 s"
+            time.sleep(0.1)
+        point(models["current"], models["corrupt"])
+        time.sleep(1.0)
+        assert httpx.get(f"{base}/health").json()["model"]["version"] == "2"
+
+
+def test_registry_alias_cache_and_unreachable_store(tmp_path, tracking_uri, models, monkeypatch):
+    from cnn_ocr import registry, tracking
+
+    def register(folder: Path) -> int:
+        with tracking.tracked_run("service-test") as run:
+            run_id = run.info.run_id
+        registry.log_artifacts(run_id, folder, registry.ONNX_ARTIFACT_DIR)
+        info = registry.create_version(registry.REGISTERED_MODEL, run_id, {"family": "base_cnn"})
+        registry.move_alias(registry.REGISTERED_MODEL, registry.PRODUCTION, info.version, action="promote",
+                            why="service test")
+        return info.version
+
+    first = register(models["v1"])
+    settings = Settings(model_path=None, model_cache_dir=tmp_path / "cache", reload_interval_s=0)
+    store = ModelStore(settings)
+    result = store.reload()
+    assert result.status == "reloaded", result.detail
+    assert store.current.info.version == str(first) and store.current.info.alias == "production"
+    assert store.current.info.source.startswith("registry models:/OCR-Production-Model@production")
+    assert store.reload().status == "unchanged"
+    second = register(models["v2"])
+    assert store.reload().status == "reloaded" and store.current.info.version == str(second)
+
+    monkeypatch.setenv("MLFLOW_TRACKING_URI", f"http://127.0.0.1:{free_port()}")
+    offline = ModelStore(settings)
+    start = time.monotonic()
+    assert offline.reload().status == "reloaded"
+    assert time.monotonic() - start < 30
+    assert offline.current.info.version == str(second) and "local cache" in offline.current.info.source
+    pointer = json.loads((tmp_path / "cache" / "OCR-Production-Model" / "production.alias.json").read_text())
+    assert pointer["version"] == str(second)
+
+    empty = ModelStore(Settings(model_path=None, model_cache_dir=tmp_path / "empty", reload_interval_s=0))
+    refused = empty.reload()
+    assert refused.status == "refused" and empty.current is None
+    assert "no model to serve" in refused.detail and "no cached copy under" in refused.detail
+    assert "models:/OCR-Production-Model@production" in refused.detail
