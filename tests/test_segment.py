@@ -92,7 +92,7 @@ def test_mnist_strips_whole_string_accuracy(mnist_splits, service_model_dir):
     model = load_model_dir(service_model_dir, threads=2, source="test")
     x, y = mnist_splits.test_x, mnist_splits.test_y
     rng = np.random.default_rng(7)
-    n_strips, right, count_right, digits_right, digits_total = 500, 0, 0, 0, 0
+    n_strips, right, count_right, digits_right, digits_total = 1000, 0, 0, 0, 0
     for _ in range(n_strips):
         k = int(rng.integers(3, 7))
         idx = rng.choice(len(x), k, replace=False)
