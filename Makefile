@@ -42,6 +42,13 @@ train: data
 run: data
 	@echo "Raw data: data/raw/mnist (verified cache); processed versions: data/processed/{v2.0,v3.0} (DVC-tracked)."
 
+# The OCR service alone: page at http://$(HOST):$(PORT)/, API docs at /docs. It serves
+# models:/OCR-Production-Model@production (cached locally), or OCR_MODEL_PATH when set.
+HOST ?= 127.0.0.1
+PORT ?= 8000
+serve: install
+	ocr serve --host $(HOST) --port $(PORT)
+
 test: install system-deps
 	$(BIN)/python -m pytest -q
 
