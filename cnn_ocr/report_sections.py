@@ -115,6 +115,19 @@ def _experiment(doc: Doc, number: int, title: str, runs: list[RunRecord], famili
     return shown
 
 
+def _trial_table(doc: Doc, parent: RunRecord, trials: list[RunRecord]) -> None:
+    if not trials:
+        return
+    keys = [k[6:] for k in sorted(parent.params) if k.startswith("space.")]
+    doc.add("", "| trial | state | " + " | ".join(keys) + " | val accuracy |", "|---" * (3 + len(keys)) + "|")
+    for t in trials:
+        values = " | ".join(doc.v("param", ("param", t, k)) if k in t.params else "?" for k in keys)
+        state = "pruned" if t.tags.get("pruned") == "true" else t.status.lower()
+        doc.add(f"| {doc.v('raw', ('tag', t, 'optuna.trial'))} | {state} | {values} | "
+                f"{doc.metric(t, 'val_accuracy', 'pct')} |")
+    doc.add("")
+
+
 def _tuning(doc: Doc, runs: list[RunRecord], baseline: RunRecord | None, dataset: str) -> RunRecord | None:
     parents = [r for r in runs if r.tags.get("tune.role") == "parent" and "best_trial" in r.tags]
     if not parents:
@@ -136,16 +149,7 @@ def _tuning(doc: Doc, runs: list[RunRecord], baseline: RunRecord | None, dataset
             f"- **Best trial**: #{doc.v('raw', ('tag', parent, 'best_trial'))} with validation accuracy "
             f"{doc.metric(parent, 'best_val_accuracy', 'pct')}: " + ", ".join(
                 f"`{k[5:]}` = {doc.v('param', ('param', parent, k))}" for k in sorted(parent.params) if k.startswith("best.")))
-    if trials:
-        doc.add("", "| trial | state | " + " | ".join(k[6:] for k in sorted(parent.params) if k.startswith("space."))
-                + " | val accuracy |", "|---" * (3 + sum(k.startswith("space.") for k in parent.params)) + "|")
-        for t in trials:
-            values = " | ".join(doc.v("param", ("param", t, k[6:])) if k[6:] in t.params else "?"
-                                for k in sorted(parent.params) if k.startswith("space."))
-            state = "pruned" if t.tags.get("pruned") == "true" else t.status.lower()
-            doc.add(f"| {doc.v('raw', ('tag', t, 'optuna.trial'))} | {state} | {values} | "
-                    f"{doc.metric(t, 'val_accuracy', 'pct')} |")
-        doc.add("")
+    _trial_table(doc, parent, trials)
     for artifact, caption in (("plots/optimization_history.png", "optimization history"),
                               ("plots/parallel_coordinate.png", "parallel coordinates")):
         image = doc.figure(parent, artifact, f"tuning-{artifact.split('/')[-1]}", caption)
