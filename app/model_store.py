@@ -280,7 +280,8 @@ class ModelStore:
             try:
                 fingerprint = _fingerprint(candidate.folder)
                 if old is not None and fingerprint == old.info.fingerprint:
-                    return ReloadResult("unchanged", f"already serving version {old.info.version}", old.info)
+                    note = f" ({candidate.note})" if candidate.note else ""
+                    return ReloadResult("unchanged", f"already serving version {old.info.version}{note}", old.info)
                 new = self._load(candidate)
             except (ModelLoadError, OSError) as exc:
                 log.error("refused model from %s: %s", candidate.source, exc)
