@@ -29,14 +29,14 @@ MNIST_STD = 0.3081
 # MNIST's recipe: the digit's longer side is 20 px, its centre of mass sits at (14, 14) (row, column).
 DIGIT_BOX = 20
 CENTRE = 14.0
-# Ink detection: the minimum stroke-to-background contrast (0-255 scale) that counts as ink at all; the
-# fraction of that contrast that counts as the soft edge of a stroke; specks smaller than this fraction of
-# the largest stroke are noise.
+# Ink detection: the minimum stroke-to-paper contrast (0-255 scale) that counts as ink at all; a pixel
+# connected to a stroke stays ink (its soft edge) above this fraction of that contrast; specks with fewer
+# strong pixels than this fraction of the largest stroke's are noise.
 MIN_CONTRAST = 40.0
 EDGE_LEVEL = 0.2
 SPECK_FRACTION = 0.02
-# A mark is too small to be a digit when its longer side is under this share of the image's longer side
-# (and under MIN_EXTENT_PX); a filled, roundish blob is a dot.
+# A mark is too small to be a digit when its longer side is under this share of the image's longer side or
+# under MIN_EXTENT_PX pixels; a filled, roundish blob is a dot.
 MIN_EXTENT_FRACTION = 0.05
 MIN_EXTENT_PX = 3
 DOT_FILL = 0.7
