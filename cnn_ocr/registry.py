@@ -194,18 +194,26 @@ def download_onnx(info: ModelVersionInfo, dest: Path) -> Path:
     return Path(dest)
 
 
+def _logged_model_id(client: Any, run_id: str) -> str | None:
+    """The id of the model the run logged last (MLflow 3 keeps logged models apart from run artifacts)."""
+    outputs = getattr(client.get_run(run_id), "outputs", None)
+    models = sorted(outputs.model_outputs, key=lambda m: m.step) if outputs and outputs.model_outputs else []
+    return models[-1].model_id if models else None
+
+
 def create_version(name: str, run_id: str, tags: dict[str, Any], description: str = "") -> ModelVersionInfo:
-    """Register `runs:/<run_id>/model` as a new version of `name` with `tags`."""
-    client = _client()
+    """Register the run's logged model as a new version of `name` with `tags` (`models:/NAME/N` loads it)."""
     from mlflow.exceptions import MlflowException
 
+    client = _client()
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Handwritten-digit classifier served by the OCR app.")
-    source = f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}"
+    model_id = _logged_model_id(client, run_id)
+    source = f"models:/{model_id}" if model_id else f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}"
     mv = client.create_model_version(name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()},
-                                     description=description)
+                                     description=description, model_id=model_id)
     return _info(mv)
 
 

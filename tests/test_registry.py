@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -98,6 +99,11 @@ def test_register_select_gate_force_rollback_and_history(two_runs, tiny_splits, 
     x = to_model_input(tiny_splits.test_x[:50])
     logits = ort.InferenceSession(str(folder / "model.onnx")).run(["logits"], {"input": x})[0]
     assert logits.shape == (50, 10)
+    import mlflow  # the registered version also loads as an MLflow model (the native flavour, not the ONNX)
+
+    native = mlflow.pyfunc.load_model(f"models:/{REGISTERED_MODEL}@production")
+    proba = np.asarray(native.predict(x if best.family != "svm" else x.reshape(len(x), -1)))
+    assert proba.shape == (50, 10)
 
     # the loser fails the gate: challenger with the reason; then --force promotes it, on record
     other = next(r for r in runs.values() if r.run_id != best.run_id)
@@ -162,3 +168,4 @@ def test_missing_run_and_version_are_one_line_errors(tracking_uri, tiny_override
     assert res.exit_code == 1 and "ocr select" in res.output
     res = cli.invoke(app, ["export"])
     assert res.exit_code == 2 and "exactly one of" in res.output
+
