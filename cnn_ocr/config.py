@@ -7,6 +7,7 @@ Unknown keys are an error, so a typo in `params.yaml` or in a `--set` override f
 from __future__ import annotations
 
 import copy
+import json
 from functools import lru_cache
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -48,6 +49,9 @@ class DataParams(Strict):
     validation_size: int = Field(5000, ge=1, le=30000)
     split_seed: int = 42
     augment: AugmentParams = AugmentParams()
+    # Extra versions whose train split is appended to every model's training data (e.g. `feedback-1`,
+    # written by `ocr feedback export` from user corrections). Validation and test never change.
+    extra_train_versions: list[str] = []
 
     @model_validator(mode="after")
     def _scale_range(self) -> DataParams:
@@ -217,6 +221,8 @@ class Params(Strict):
     tune: TuneParams = TuneParams()
     select: SelectParams = SelectParams()
     export: ExportParams = ExportParams()
+    profile: str | None = None  # name of a `profiles` entry applied under the explicit overrides
+    profiles: dict[str, dict[str, Any]] = {}  # name -> {dotted.key: value}, e.g. the `fast` training profile
 
 
 def _parse_override(text: str) -> tuple[list[str], Any]:
@@ -257,6 +263,19 @@ def _format_validation(exc: ValidationError) -> str:
     return f"invalid parameter {loc!r}: {err['msg']}" + (f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else "")
 
 
+def _with_profile(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    """Apply the overrides; when they (or the file) choose a `profile`, its values go in first, under them."""
+    merged = apply_overrides(raw, overrides)
+    chosen = merged.get("profile")
+    if not chosen:
+        return merged
+    profiles = merged.get("profiles") or {}
+    if chosen not in profiles:
+        raise ConfigError(f"unknown profile {chosen!r}; known profiles: {', '.join(sorted(profiles)) or 'none'}")
+    layer = [f"{key}={json.dumps(value)}" for key, value in profiles[chosen].items()]
+    return apply_overrides(merged, layer + overrides)
+
+
 def load_params(path: Path | str = PARAMS_FILE, overrides: list[str] | None = None) -> Params:
     """Read and validate a params file, applying `--set`-style overrides first."""
     path = Path(path)
@@ -266,7 +285,7 @@ def load_params(path: Path | str = PARAMS_FILE, overrides: list[str] | None = No
         raw = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path} is not valid YAML: {exc}") from None
-    raw = apply_overrides(raw, overrides or [])
+    raw = _with_profile(raw, overrides or [])
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:

@@ -9,7 +9,6 @@ layout as the other versions (train split = corrections; validation and test emp
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import sqlite3
 import threading
@@ -167,8 +166,7 @@ def export_feedback(db_path: Path, processed_dir: Path) -> tuple[str, Path, int]
 
     Raises FeedbackError when there is nothing to export.
     """
-    from cnn_ocr.data.atomic import atomic_dir
-    from cnn_ocr.data.raw_store import save_npy_set, write_json
+    from cnn_ocr.data.prepare import write_version
 
     if not Path(db_path).is_file():
         raise FeedbackError(404, f"no feedback database at {db_path}")
@@ -185,16 +183,11 @@ def export_feedback(db_path: Path, processed_dir: Path) -> tuple[str, Path, int]
     empty_y = np.zeros((0,), np.int64)
     arrays = {"train_x": images, "train_y": labels, "val_x": empty_x, "val_y": empty_y,
               "test_x": empty_x, "test_y": empty_y}
-    with atomic_dir(folder) as tmp:
-        files = save_npy_set(tmp, arrays)
-        content_hash = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()
-        counts = {s: np.bincount(arrays[f"{s}_y"], minlength=10).tolist() for s in ("train", "val", "test")}
-        write_json(tmp / "meta.json", {
-            "name": name, "dataset": "mnist", "kind": "feedback",
-            "description": "user corrections from the OCR service (train split only)",
-            "files": files, "counts": counts, "content_hash": content_hash,
-            "preprocessing": preprocessing_spec(), "n_feedback": int(len(labels)),
-            "model_versions": sorted(set(versions)), "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
-        })
+    write_version(folder, arrays, {
+        "name": name, "dataset": "mnist", "kind": "feedback",
+        "description": "user corrections from the OCR service (train split only)",
+        "preprocessing": preprocessing_spec(), "n_feedback": int(len(labels)),
+        "model_versions": sorted(set(versions)), "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+    })
     log.info("exported %d corrections to %s", len(labels), folder)
     return name, folder, int(len(labels))

@@ -15,7 +15,7 @@ import numpy as np
 
 from cnn_ocr import evaluate, plots, tracking
 from cnn_ocr.config import Params, flatten
-from cnn_ocr.data import Splits, load_version
+from cnn_ocr.data import Splits, load_training_data
 from cnn_ocr.fit import EpochCallback, FitResult, StepCallback
 from cnn_ocr.models import build, check_family, is_torch
 from cnn_ocr.preprocess import to_model_input
@@ -216,7 +216,7 @@ def train_model(
     `epoch_callback`: tag `pruned=true`). `step_callback` receives in-epoch progress (CNNs only).
     """
     fp = family_params(params, family)
-    splits = _cap_train(splits if splits is not None else load_version(fp.data_version, params.data),
+    splits = _cap_train(splits if splits is not None else load_training_data(fp.data_version, params.data),
                         fp.max_train_samples, params.seed)
     device = "cpu"
     if is_torch(family):

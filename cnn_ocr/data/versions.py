@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -94,6 +95,24 @@ def load_version(name: str, data: DataParams) -> Splits:
               for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
     version = DataVersion(name, folder, meta["content_hash"], dvc_out_hash(folder), meta.get("dataset", "mnist"))
     return Splits(name=name, version=version, meta=meta, **arrays)
+
+
+def load_training_data(name: str, data: DataParams) -> Splits:
+    """`load_version(name)` with the train splits of `data.extra_train_versions` appended.
+
+    The combined version is named `<name>+<extra>...` and its content hash covers every part, so a run
+    trained on corrections is told apart from one trained without them.
+    """
+    splits = load_version(name, data)
+    if not data.extra_train_versions:
+        return splits
+    extras = [load_version(extra, data) for extra in data.extra_train_versions]
+    combined = "+".join([name, *data.extra_train_versions])
+    digest = hashlib.sha256("".join(s.version.content_hash for s in [splits, *extras]).encode()).hexdigest()
+    version = replace(splits.version, name=combined, content_hash=digest, dvc_hash=None)
+    return replace(splits, name=combined, version=version,
+                   train_x=np.concatenate([splits.train_x, *(e.train_x for e in extras)]),
+                   train_y=np.concatenate([splits.train_y, *(e.train_y for e in extras)]))
 
 
 def ensure_prepared(data: DataParams) -> None:
