@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Drop pip's notes about unused local package folders; keep everything else it says.
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: run test install system-deps data train serve ui bench lint clean-venv
+.PHONY: run test install system-deps data train serve ui bench bench-smoke lint clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -51,6 +51,13 @@ serve: install
 
 test: install system-deps
 	$(BIN)/python -m pytest -q
+
+# Benchmarks (training, inference, service, main job): results in benchmarks/results/, table in README.md.
+bench: install system-deps
+	$(BIN)/python -m benchmarks all
+
+bench-smoke: install system-deps
+	$(BIN)/python -m benchmarks all --smoke
 
 lint: install
 	$(BIN)/ruff check cnn_ocr app tests benchmarks

@@ -1,0 +1,41 @@
+"""`python -m benchmarks {training,inference,service,mainjob,all} [--smoke] [--out DIR] [--no-readme]`."""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+from pathlib import Path
+
+NAMES = ("training", "inference", "service", "mainjob")
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the chosen benchmarks, write their JSON results and refresh the README table."""
+    parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
+    parser.add_argument("name", choices=(*NAMES, "all", "readme"), help="benchmark to run ('readme': table only)")
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check that the benchmark works")
+    parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results; smoke: its smoke/)")
+    parser.add_argument("--no-readme", action="store_true", help="do not refresh the README table")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    from benchmarks import readme_table
+    from benchmarks.common import RESULTS_DIR
+
+    out = args.out or (RESULTS_DIR / "smoke" if args.smoke else RESULTS_DIR)  # smoke never replaces real figures
+    names = NAMES if args.name == "all" else () if args.name == "readme" else (args.name,)
+    for name in names:
+        try:
+            path = importlib.import_module(f"benchmarks.{name}").run(smoke=args.smoke, out_dir=out)
+        except (RuntimeError, OSError) as exc:
+            print(f"error: benchmark {name} failed: {exc}", file=sys.stderr)
+            return 1
+        print(f"{name}: {path}")
+    if not args.no_readme and not args.smoke and out == RESULTS_DIR:
+        print("README table refreshed" if readme_table.refresh() else "README has no bench markers; table not written")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

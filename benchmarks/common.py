@@ -1,0 +1,126 @@
+"""What every benchmark result carries: machine, library versions, git commit, date; statistics; targets."""
+
+from __future__ import annotations
+
+import datetime as dt
+import importlib.metadata
+import json
+import os
+import platform
+import statistics
+import subprocess
+import time
+from collections.abc import Callable, Sequence
+from pathlib import Path
+from typing import Any
+
+ROOT = Path(__file__).resolve().parents[1]
+RESULTS_DIR = ROOT / "benchmarks" / "results"
+CACHE_DIR = ROOT / "benchmarks" / ".cache"  # trained weights shared between benchmarks (git-ignored)
+SCHEMA_VERSION = 1
+LIBRARIES = ("torch", "numpy", "scikit-learn", "onnx", "onnxruntime", "fastapi", "uvicorn", "mlflow", "dvc")
+
+
+def cpu_model() -> str:
+    """The CPU model name from /proc/cpuinfo (or platform.processor())."""
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown"
+
+
+def core_count() -> int:
+    """Cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+
+
+def git_commit() -> tuple[str, bool]:
+    """(commit, dirty) of the working tree; ("unknown", True) outside git."""
+    try:
+        sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, check=True)
+        return sha.stdout.strip(), bool(dirty.stdout.strip())
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown", True
+
+
+def library_versions() -> dict[str, str]:
+    """Installed versions of the libraries the figures depend on."""
+    out = {"python": platform.python_version()}
+    for name in LIBRARIES:
+        try:
+            out[name] = importlib.metadata.version(name)
+        except importlib.metadata.PackageNotFoundError:
+            out[name] = "not installed"
+    return out
+
+
+def torch_device() -> str:
+    """'cuda (<name>)' when a GPU is visible to torch, else 'cpu'."""
+    import torch
+
+    return f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
+
+
+def environment(device: str) -> dict[str, Any]:
+    """The machine block of a result."""
+    commit, dirty = git_commit()
+    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    return {
+        "machine": platform.node(), "platform": platform.platform(), "cpu_model": cpu_model(),
+        "cores": core_count(), "device": device, "load_average_1m_at_start": round(load[0], 2),
+        "libraries": library_versions(), "date": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
+        "git_commit": commit, "git_dirty": dirty,
+    }
+
+
+def summarize(values: Sequence[float]) -> dict[str, Any]:
+    """Median over repeats with its spread (min, max, n) and the raw values."""
+    vals = [float(v) for v in values]
+    if not vals:
+        return {"median": None, "min": None, "max": None, "n": 0, "values": []}
+    return {"median": statistics.median(vals), "min": min(vals), "max": max(vals), "n": len(vals),
+            "values": [round(v, 6) for v in vals]}
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The q-th percentile (0-100), nearest-rank on the sorted values."""
+    ordered = sorted(values)
+    k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
+    return float(ordered[k])
+
+
+def time_calls(fn: Callable[[], Any], calls: int, warmup: int = 5) -> list[float]:
+    """Wall time in ms of each of `calls` calls of `fn` after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000.0)
+    return out
+
+
+def target(name: str, value: float | None, limit: float, unit: str, higher_is_better: bool, note: str = "") -> dict:
+    """One target line: met when `value` reaches `limit` in the right direction (never met without a value)."""
+    met = value is not None and (value >= limit if higher_is_better else value <= limit)
+    return {"name": name, "value": value, "limit": limit, "unit": unit,
+            "direction": ">=" if higher_is_better else "<=", "met": met, "note": note}
+
+
+def write_result(name: str, mode: str, figures: dict[str, Any], targets: list[dict], device: str,
+                 settings: dict[str, Any], out_dir: Path = RESULTS_DIR) -> Path:
+    """Write `<out_dir>/<name>.json` (atomically) and return its path."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    payload = {"schema_version": SCHEMA_VERSION, "benchmark": name, "mode": mode, **environment(device),
+               "settings": settings, "figures": figures, "targets": targets}
+    path = out_dir / f"{name}.json"
+    tmp = path.with_suffix(".json.tmp")
+    tmp.write_text(json.dumps(payload, indent=2, sort_keys=False, default=float) + "\n")
+    tmp.replace(path)
+    return path

@@ -1,0 +1,107 @@
+"""The benchmark suite in smoke mode (tiny sizes): every benchmark runs and writes a well-formed result."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+
+from benchmarks import __main__ as bench_cli
+from benchmarks import readme_table
+from benchmarks.common import percentile, summarize, target
+
+pytestmark = pytest.mark.slow
+TOP_KEYS = {"schema_version", "benchmark", "mode", "machine", "cpu_model", "cores", "device", "libraries", "date",
+            "git_commit", "git_dirty", "settings", "figures", "targets"}
+
+
+def _check_stat(stat: dict) -> None:
+    assert set(stat) >= {"median", "min", "max", "n", "values"}
+    assert stat["n"] == len(stat["values"]) >= 1
+    assert stat["min"] <= stat["median"] <= stat["max"]
+
+
+def _load(path) -> dict:
+    data = json.loads(path.read_text())
+    assert TOP_KEYS <= set(data), TOP_KEYS - set(data)
+    assert data["mode"] == "smoke" and data["cores"] >= 1 and data["cpu_model"]
+    assert {"torch", "onnxruntime", "numpy", "python"} <= set(data["libraries"])
+    for t in data["targets"]:
+        assert {"name", "value", "limit", "unit", "direction", "met"} <= set(t)
+        assert isinstance(t["met"], bool)
+    return data
+
+
+def test_statistics_helpers():
+    s = summarize([3.0, 1.0, 2.0])
+    assert (s["median"], s["min"], s["max"], s["n"]) == (2.0, 1.0, 3.0, 3)
+    assert percentile(range(101), 99) == 99 and percentile([5.0], 50) == 5.0
+    assert target("x", 1.0, 2.0, "ms", higher_is_better=False)["met"]
+    assert not target("x", None, 2.0, "ms", higher_is_better=False)["met"]
+    assert not target("x", 1.0, 2.0, "%", higher_is_better=True)["met"]
+
+
+@pytest.mark.timeout(420)
+def test_training_benchmark_smoke(mnist_splits, tmp_path):
+    assert bench_cli.main(["training", "--smoke", "--out", str(tmp_path)]) == 0
+    fig = _load(tmp_path / "training.json")["figures"]
+    assert set(fig["families"]) == {"base_cnn", "svm", "improved_cnn"}
+    for family in ("base_cnn", "improved_cnn"):
+        f = fig["families"][family]
+        for key in ("epoch_time_s", "images_per_s", "test_accuracy", "peak_rss_mb"):
+            _check_stat(f[key])
+        assert "time_to_0.990_s" in f and 0 < f["test_accuracy"]["median"] <= 1
+    assert fig["families"]["svm"]["choices"]["gamma_used"] > 0
+    assert fig["families"]["improved_cnn"]["test_accuracy"]["n"] == 2 and fig["ensemble"]["members"] == 2
+    _check_stat(fig["profiles"]["fast"]["wall_s"])
+
+
+@pytest.mark.timeout(300)
+def test_inference_benchmark_smoke(mnist_splits, tmp_path):
+    assert bench_cli.main(["inference", "--smoke", "--out", str(tmp_path)]) == 0
+    fig = _load(tmp_path / "inference.json")["figures"]
+    cnn = fig["models"]["improved_cnn"]
+    for backend in ("pytorch", "onnxruntime", "onnxruntime_1_thread", "onnxruntime_int8"):
+        _check_stat(cnn[backend]["batch1_p50_ms"])
+        _check_stat(cnn[backend]["batch256_images_per_s"])
+    assert 0 <= cnn["onnx_int8_test_accuracy"] <= 1 and cnn["speedup_onnxruntime_vs_pytorch_batch1"] > 0
+    assert "scikit_learn" in fig["models"]["svm"] and fig["int8_speedup_vs_fp32_batch256"] > 0
+
+
+@pytest.mark.timeout(300)
+@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs Debian's wrk (make system-deps)")
+def test_service_benchmark_smoke(mnist_splits, tmp_path):
+    assert bench_cli.main(["service", "--smoke", "--out", str(tmp_path)]) == 0
+    fig = _load(tmp_path / "service.json")["figures"]
+    for workers in ("workers_1", "workers_2"):
+        for endpoint in ("predict_png", "read_4_digits"):
+            levels = fig["runs"][workers][endpoint]
+            assert [lv["concurrency"] for lv in levels] == [1, 4]
+            for lv in levels:
+                assert lv["errors"] == 0 and lv["requests"] > 0
+                _check_stat(lv["p50_ms"])
+
+
+@pytest.mark.timeout(180)
+def test_mainjob_benchmark_smoke(tmp_path):
+    assert bench_cli.main(["mainjob", "--smoke", "--out", str(tmp_path)]) == 0
+    fig = _load(tmp_path / "mainjob.json")["figures"]
+    assert fig["completed"] and set(fig["stages"]) == {"make_numbers", "sum_numbers"}
+    _check_stat(fig["total_s"])
+
+
+def test_readme_block_is_replaced_between_markers(tmp_path):
+    result = {"benchmark": "inference", "mode": "full", "date": "2025-01-01T00:00:00+00:00", "git_commit": "a" * 40,
+              "git_dirty": False, "cpu_model": "CPU", "cores": 2, "device": "cpu",
+              "targets": [target("batch-1 p50", 0.15, 0.2, "ms", False), target("int8", 9000.0, 15000, "img/s", True)]}
+    (tmp_path / "inference.json").write_text(json.dumps(result))
+    readme = tmp_path / "README.md"
+    readme.write_text(f"# x\n\n## Performance\n{readme_table.START}\nold\n{readme_table.END}\nafter\n")
+    assert readme_table.refresh(readme, tmp_path)
+    text = readme.read_text()
+    assert "old" not in text and text.endswith(f"{readme_table.END}\nafter\n")
+    assert "| inference | batch-1 p50 | 0.15 ms | <= 0.2 ms | met |" in text
+    assert "| inference | int8 | 9,000 img/s | >= 15,000 img/s | **not met** |" in text
+    readme.write_text("no markers\n")
+    assert not readme_table.refresh(readme, tmp_path) and readme.read_text() == "no markers\n"
