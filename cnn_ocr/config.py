@@ -188,11 +188,12 @@ class TuneParams(Strict):
     final: bool = True  # after tuning, train the best params once on the family's full settings
     best_params_file: Path = Path("tuning/best_params.yaml")
     fixed: dict[FamilyName, dict[str, Any]] = {}  # settings of every trial (not of the final training)
+    final_fixed: dict[FamilyName, dict[str, Any]] = {}  # settings of the final training only (e.g. fewer epochs)
     space: dict[FamilyName, dict[str, SearchDim]] = {}
 
     @model_validator(mode="after")
     def _known_keys(self) -> TuneParams:
-        for section in ("fixed", "space"):
+        for section in ("fixed", "final_fixed", "space"):
             for family, block in getattr(self, section).items():
                 unknown = sorted(set(block) - set(_FAMILY_PARAMS[family].model_fields))
                 if unknown:

@@ -230,7 +230,8 @@ def write_best_params(path: Path, family: str, summary: dict[str, Any], best: di
 def _final(family: str, params: Params, best: dict[str, Any], study: str) -> tuple[str, dict[str, float]]:
     from cnn_ocr.train import train_model
 
-    res = train_model(family, with_family_values(params, family, best), experiment=tracking.TUNING_EXPERIMENT,
+    values = {**params.tune.final_fixed.get(family, {}), **best}
+    res = train_model(family, with_family_values(params, family, values), experiment=tracking.TUNING_EXPERIMENT,
                       nested=True, run_name=f"{family}-tuned",
                       tags={"tune.role": "final", "optuna.study": study, "tune.values": repr(best)})
     return res.run_id, res.metrics

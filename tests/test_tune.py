@@ -60,8 +60,8 @@ def _trial_runs(client: MlflowClient, study: str) -> list:
 
 def test_tuning_run_tracks_every_trial_marks_pruned_and_writes_best_params(tracking_uri, tiny_overrides, tmp_path):
     params = load_params(overrides=tiny_overrides + [
-        "tune.fixed.base_cnn={epochs: 2}", "tune.startup_trials=1", "tune.warmup_epochs=0",
-        f"tune.best_params_file={tmp_path / 'best.yaml'}"])
+        "tune.fixed.base_cnn={epochs: 2}", "tune.final_fixed.base_cnn={batch_size: 64}", "tune.startup_trials=1",
+        "tune.warmup_epochs=0", f"tune.best_params_file={tmp_path / 'best.yaml'}"])
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     res = tune.run_tuning("base_cnn", params, trials=4, timeout_s=None, storage=storage, study_name="s", final=True)
 
@@ -92,6 +92,7 @@ def test_tuning_run_tracks_every_trial_marks_pruned_and_writes_best_params(track
     assert final.data.tags["tune.role"] == "final" and final.data.tags["mlflow.parentRunId"] == res.parent_run_id
     assert float(final.data.params["lr"]) == pytest.approx(study.best_params["lr"])
     assert final.data.params["epochs"] == "1"  # the trial-only settings are not used for the final training
+    assert final.data.params["batch_size"] == "64" and runs[0].data.params["batch_size"] == "128"  # final_fixed
 
     best = yaml.safe_load((tmp_path / "best.yaml").read_text())
     assert best["params"] == {"models": {"base_cnn": study.best_params}}
