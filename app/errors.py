@@ -33,6 +33,21 @@ def _validation_sentence(exc: RequestValidationError) -> str:
     return f"{where}: {first.get('msg', 'invalid value')}{more}."
 
 
+_FRAMEWORK_DETAILS = {
+    "Not Found": "There is no such endpoint; the API is described at /docs.",
+    "Method Not Allowed": "This endpoint does not accept that HTTP method; see /docs.",
+    "There was an error parsing the body": "The request body cannot be parsed; check its Content-Type and format.",
+}
+
+
+def _http_sentence(exc: StarletteHTTPException) -> str:
+    """The framework's own short phrases ("Not Found") as one clear sentence."""
+    if not isinstance(exc.detail, str) or not exc.detail.strip():
+        return "The request cannot be served."
+    detail = _FRAMEWORK_DETAILS.get(exc.detail, exc.detail.strip())
+    return detail if detail.endswith((".", "?", "!")) else detail + "."
+
+
 def install_error_handlers(app: FastAPI) -> None:
     """Register the handlers on `app`."""
 
@@ -58,8 +73,7 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
-        detail = exc.detail if isinstance(exc.detail, str) else "The request cannot be served."
-        return _json(exc.status_code, detail, getattr(exc, "headers", None))
+        return _json(exc.status_code, _http_sentence(exc), getattr(exc, "headers", None))
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
