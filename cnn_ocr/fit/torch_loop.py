@@ -154,6 +154,32 @@ class _BestKeeper:
         return self.patience is not None and self.bad >= self.patience
 
 
+def _state(epoch: int, model: nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator,
+           keeper: _BestKeeper, result: FitResult, elapsed_s: float) -> dict:
+    """Everything needed to continue after `epoch` exactly as if never stopped (tensors, numbers, lists)."""
+    return {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+            "scheduler": sched.state_dict() if sched is not None else None, "generator": gen.get_state(),
+            "torch_rng": torch.get_rng_state(), "history": [dict(r) for r in result.history],
+            "keeper": {k: getattr(keeper, k) for k in ("best_loss", "best_epoch", "bad", "state")},
+            "train_time_s": elapsed_s}
+
+
+def _restore(state: dict, model: nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator,
+             keeper: _BestKeeper, result: FitResult) -> int:
+    """Load a `_state` checkpoint into the objects of a fresh fit; returns the last completed epoch."""
+    model.load_state_dict(state["model"])
+    opt.load_state_dict(state["optimizer"])
+    if sched is not None and state["scheduler"] is not None:
+        sched.load_state_dict(state["scheduler"])
+    gen.set_state(state["generator"])
+    torch.set_rng_state(state["torch_rng"])
+    for key, value in state["keeper"].items():
+        setattr(keeper, key, value)
+    result.history = [dict(r) for r in state["history"]]
+    result.epochs_run, result.train_time_s = state["epoch"], float(state["train_time_s"])
+    return int(state["epoch"])
+
+
 def fit(
     model: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],
@@ -164,11 +190,15 @@ def fit(
     eval_batch_size: int = 2048,
     on_epoch: EpochCallback | None = None,
     on_step: StepCallback | None = None,
+    on_checkpoint: Callable[[dict], None] | None = None,
+    resume: dict | None = None,
 ) -> FitResult:
     """Train `model` in place on (x, y) tensors already on the target device; see the module docstring.
 
     With `p.patience` set, stops after that many epochs without a lower validation loss and restores the
     best weights. `on_epoch(epoch, metrics)` runs after every epoch (1-based) and may raise to abort.
+    `on_checkpoint(state)` receives the complete training state after every epoch; `resume=state` continues
+    from it, to the same result as an uninterrupted run (same device).
     """
     device = train[0].device.type
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -176,7 +206,9 @@ def fit(
     steps = math.ceil(min(p.epoch_samples or n, n) / p.batch_size)
     opt, sched = _make_optimizer(model, p, steps)
     result, keeper, t_start = FitResult(), _BestKeeper(p.patience), time.perf_counter()
-    for epoch in range(1, p.epochs + 1):
+    first = 1 if resume is None else _restore(resume, model, opt, sched, gen, keeper, result) + 1
+    t_start -= result.train_time_s
+    for epoch in range(first, p.epochs + 1):
         t0 = time.perf_counter()
         report = None
         if on_step is not None:
@@ -189,6 +221,8 @@ def fit(
         result.epochs_run = epoch
         stop = keeper.update(model, epoch, va_loss)
         log.debug("epoch %d/%d %s", epoch, p.epochs, {k: round(v, 4) for k, v in row.items()})
+        if on_checkpoint is not None:
+            on_checkpoint(_state(epoch, model, opt, sched, gen, keeper, result, time.perf_counter() - t_start))
         if on_epoch is not None:
             on_epoch(epoch, dict(row))
         if stop:
