@@ -80,12 +80,13 @@ def tiny_data_dir(tiny_splits, tmp_path_factory) -> Path:
     """`tiny_splits` written to disk as processed versions v2.0 and v3.0 (same arrays) in a temporary folder.
 
     For code that loads data by version, e.g. `ocr ... --set data.processed_dir=<this folder>`."""
-    from cnn_ocr.data.prepare import _write_version
+    from cnn_ocr.data.prepare import write_version
 
     root = tmp_path_factory.mktemp("tiny-processed")
     arrays = {k: getattr(tiny_splits, k) for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
     for name in ("v2.0", "v3.0"):
-        _write_version(root / name, name, arrays, {"dataset": "mnist", "slice_of": tiny_splits.version.content_hash})
+        write_version(root / name, arrays, {"name": name, "description": f"tiny slice of {name}", "dataset": "mnist",
+                                            "slice_of": tiny_splits.version.content_hash})
     return root
 
 

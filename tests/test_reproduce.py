@@ -39,7 +39,7 @@ def test_reproduction_has_identical_metrics_and_points_back(tracking_uri, tiny_o
 
 
 def test_reproduction_refuses_when_the_data_differs(tracking_uri, tiny_overrides, tiny_data_dir, tmp_path):
-    from cnn_ocr.data.prepare import _write_version
+    from cnn_ocr.data.prepare import write_version
 
     data_dir = tmp_path / "processed"
     shutil.copytree(tiny_data_dir, data_dir)
@@ -49,7 +49,7 @@ def test_reproduction_refuses_when_the_data_differs(tracking_uri, tiny_overrides
 
     arrays = {k: np.load(data_dir / "v2.0" / f"{k}.npy") for k in ("train_x", "train_y", "val_x", "val_y", "test_x", "test_y")}
     arrays["train_y"] = np.roll(arrays["train_y"], 1)  # someone rebuilt the data differently
-    _write_version(data_dir / "v2.0", "v2.0", arrays, {"dataset": "mnist"})
+    write_version(data_dir / "v2.0", arrays, {"name": "v2.0", "description": "rebuilt", "dataset": "mnist"})
 
     client = MlflowClient(tracking_uri)
     exp_id = client.get_run(original.run_id).info.experiment_id

@@ -60,7 +60,7 @@ def _trial_runs(client: MlflowClient, study: str) -> list:
 
 def test_tuning_run_tracks_every_trial_marks_pruned_and_writes_best_params(tracking_uri, tiny_overrides, tmp_path):
     params = load_params(overrides=tiny_overrides + [
-        "tune.fixed.base_cnn={epochs: 2}", "tune.final_fixed.base_cnn={batch_size: 64}", "tune.startup_trials=1",
+        "tune.fixed.base_cnn={epochs: 2}", "tune.final_fixed={base_cnn: {batch_size: 64}}", "tune.startup_trials=1",
         "tune.warmup_epochs=0", f"tune.best_params_file={tmp_path / 'best.yaml'}"])
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     res = tune.run_tuning("base_cnn", params, trials=4, timeout_s=None, storage=storage, study_name="s", final=True)
