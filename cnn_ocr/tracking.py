@@ -46,8 +46,55 @@ def default_artifact_root() -> Path:
 
 
 def tracking_uri() -> str:
-    """`MLFLOW_TRACKING_URI` when set, else the embedded default."""
+    """`MLFLOW_TRACKING_URI` when set, else the embedded default; the offline store after `go_offline`."""
+    if _OFFLINE["for"]:
+        return offline_uri()
     return os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+
+
+# --- offline fallback: a tracking server that cannot be reached when a run starts ---
+OFFLINE_DIR_ENV = "OCR_MLFLOW_OFFLINE_DIR"
+_OFFLINE: dict[str, str | None] = {"for": None}
+
+
+def offline_uri() -> str:
+    """The local store that takes runs while the tracking server is down (`OCR_MLFLOW_OFFLINE_DIR`)."""
+    folder = Path(os.environ.get(OFFLINE_DIR_ENV) or project_root() / "outputs" / "offline-tracking")
+    folder.mkdir(parents=True, exist_ok=True)
+    return f"sqlite:///{folder.resolve() / 'mlflow.db'}"
+
+
+def offline_target() -> str | None:
+    """The unreachable server this process's runs are meant for, when it went offline."""
+    return _OFFLINE["for"]
+
+
+def sync_command(server: str) -> str:
+    """The exact command that copies the offline runs to `server` once it is back."""
+    return f"MLFLOW_TRACKING_URI={server} ocr sync"
+
+
+def store_reachable(uri: str, timeout_s: float = 5.0) -> bool:
+    """False only for an HTTP(S) tracking server that does not answer; other stores are local or managed."""
+    if not uri.startswith(("http://", "https://")):
+        return True
+    import urllib.error
+    import urllib.request
+
+    try:
+        with urllib.request.urlopen(uri.rstrip("/") + "/health", timeout=timeout_s):
+            return True
+    except urllib.error.HTTPError:
+        return True  # it answered
+    except (OSError, ValueError):
+        return False
+
+
+def go_offline(server: str) -> None:
+    """Send this process's runs to the local offline store and say how to sync them later."""
+    _OFFLINE["for"] = server
+    log.warning("tracking server %s is unreachable; recording runs locally in %s; when it is back, run: %s",
+                server, offline_uri(), sync_command(server))
 
 
 def _artifact_root(uri: str) -> str | None:
@@ -117,12 +164,18 @@ def tracked_run(
 ) -> Iterator[Any]:
     """Open one MLflow run and always close it in the right state.
 
+    When an HTTP tracking server does not answer, the run goes to a local offline store (`go_offline`).
     FINISHED on success; KILLED on Ctrl-C (tag `interrupted`) or an exception named TrialPruned (tag
     `pruned=true`); FAILED with the error as tag `error` on any other exception, which is re-raised.
     Under `mlflow run` (MLFLOW_RUN_ID set) the project's run is used instead of a new one.
     """
     import mlflow
 
+    tags = dict(tags or {})
+    if not nested and mlflow.active_run() is None and not offline_target() and not store_reachable(tracking_uri()):
+        go_offline(tracking_uri())
+    if offline_target():
+        tags["offline_for"] = str(offline_target())
     experiment_id = ensure_experiment(experiment)
     kwargs: dict[str, Any] = {"run_name": run_name, "tags": tags, "nested": nested}
     if nested and mlflow.active_run() is not None:
@@ -197,6 +250,39 @@ def log_dict(data: dict[str, Any], path: str) -> None:
     mlflow.log_dict(data, path)
 
 
+def log_artifact(path: Path, artifact_dir: str) -> None:
+    """Upload a local file into `artifact_dir` of the active run."""
+    import mlflow
+
+    mlflow.log_artifact(str(path), artifact_dir)
+
+
+def download_artifact(run_id: str, path: str, dest: Path) -> Path:
+    """Download one artifact of a run into folder `dest`; returns the local path."""
+    from mlflow import MlflowClient
+
+    return Path(MlflowClient(configure()).download_artifacts(run_id, path, str(dest)))
+
+
+def load_run_dict(run_id: str, path: str) -> dict[str, Any]:
+    """A JSON artifact of a run (e.g. params.json)."""
+    import mlflow
+
+    configure()
+    return mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
+
+
+def run_record(run_id: str) -> dict[str, Any]:
+    """Status, tags, run name and experiment name of a run."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(configure())
+    run = client.get_run(run_id)
+    experiment = client.get_experiment(run.info.experiment_id).name
+    return {"status": run.info.status, "tags": dict(run.data.tags), "run_name": run.info.run_name,
+            "experiment": experiment}
+
+
 def log_model(model: Any, is_torch: bool, input_example: Any, output_example: Any) -> str:
     """Log the model under artifact path "model" with signature and input example; returns its URI.
 
@@ -256,3 +342,57 @@ def run_link(run_id: str, ui_base: str) -> str:
 
     run = MlflowClient(configure()).get_run(run_id)
     return f"{ui_base}/#/experiments/{run.info.experiment_id}/runs/{run_id}"
+
+
+def _copy_run(src: Any, dst: Any, run: Any, target: str) -> str:
+    """Copy one finished offline run (tags, params, metric histories, artifacts, logged model) to `dst`."""
+    import tempfile
+
+    from mlflow.entities import Metric, Param
+
+    name = src.get_experiment(run.info.experiment_id).name
+    exp = dst.get_experiment_by_name(name)
+    root = _artifact_root(target)
+    exp_id = exp.experiment_id if exp else dst.create_experiment(name, artifact_location=f"{root}/{name}" if root else None)
+    tags = {k: v for k, v in run.data.tags.items() if not k.startswith("mlflow.") or k == "mlflow.note.content"}
+    new = dst.create_run(exp_id, start_time=run.info.start_time, run_name=run.info.run_name,
+                         tags={**tags, "synced_from_offline_run": run.info.run_id})
+    params = [Param(k, v) for k, v in run.data.params.items()]
+    for i in range(0, len(params), 100):
+        dst.log_batch(new.info.run_id, params=params[i:i + 100])
+    for key in run.data.metrics:
+        history = [Metric(m.key, m.value, m.timestamp, m.step) for m in src.get_metric_history(run.info.run_id, key)]
+        for i in range(0, len(history), 1000):
+            dst.log_batch(new.info.run_id, metrics=history[i:i + 1000])
+    with tempfile.TemporaryDirectory() as tmp:
+        if src.list_artifacts(run.info.run_id):
+            dst.log_artifacts(new.info.run_id, src.download_artifacts(run.info.run_id, "", tmp))
+        outputs = getattr(run, "outputs", None)
+        for model in (outputs.model_outputs if outputs and outputs.model_outputs else [])[-1:]:
+            import mlflow
+
+            folder = mlflow.artifacts.download_artifacts(f"models:/{model.model_id}", dst_path=f"{tmp}/model",
+                                                         tracking_uri=offline_uri())
+            dst.log_artifacts(new.info.run_id, folder, MODEL_ARTIFACT)
+    dst.set_terminated(new.info.run_id, run.info.status, end_time=run.info.end_time)
+    src.set_tag(run.info.run_id, "synced_to", f"{target} run {new.info.run_id}")
+    return new.info.run_id
+
+
+def sync_offline(target: str | None = None) -> list[tuple[str, str]]:
+    """Copy every finished, not yet synced offline run to `target` (default: `MLFLOW_TRACKING_URI`).
+
+    Returns (offline run id, new run id) pairs. Raises ConnectionError while the target is unreachable.
+    """
+    from mlflow import MlflowClient
+
+    target = target or os.environ.get("MLFLOW_TRACKING_URI") or default_tracking_uri()
+    if not store_reachable(target):
+        raise ConnectionError(f"tracking server {target} is still unreachable; nothing was synced")
+    src, dst = MlflowClient(offline_uri()), MlflowClient(target)
+    copied = []
+    for exp in src.search_experiments():
+        for run in src.search_runs([exp.experiment_id], max_results=10_000):
+            if run.info.status != "RUNNING" and "synced_to" not in run.data.tags:
+                copied.append((run.info.run_id, _copy_run(src, dst, run, target)))
+    return copied

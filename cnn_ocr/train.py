@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from cnn_ocr import evaluate, plots, tracking
+from cnn_ocr import checkpoints, evaluate, plots, tracking
 from cnn_ocr.config import Params, flatten
 from cnn_ocr.data import Splits, load_training_data
 from cnn_ocr.fit import EpochCallback, FitResult, StepCallback
@@ -83,7 +83,7 @@ def _epoch_logger(epoch_callback: EpochCallback | None) -> EpochCallback:
 
 
 def _fit_torch(family: str, params: Params, splits: Splits, device: str, on_epoch: EpochCallback,
-               on_step: StepCallback | None) -> tuple[Any, FitResult]:
+               on_step: StepCallback | None, saver: Any = None, resume: dict | None = None) -> tuple[Any, FitResult]:
     import torch
 
     from cnn_ocr.fit import torch_loop
@@ -97,7 +97,7 @@ def _fit_torch(family: str, params: Params, splits: Splits, device: str, on_epoc
         model = build(family, fp).to(device)
         result = torch_loop.fit(model, tensors(splits.train_x, splits.train_y), tensors(splits.val_x, splits.val_y),
                                 fp, seed=params.seed, eval_batch_size=params.models.evaluation.batch_size,
-                                on_epoch=on_epoch, on_step=on_step)
+                                on_epoch=on_epoch, on_step=on_step, on_checkpoint=saver, resume=resume)
     return model, result
 
 
@@ -208,12 +208,15 @@ def train_model(
     nested: bool = False,
     epoch_callback: EpochCallback | None = None,
     step_callback: StepCallback | None = None,
+    resume: dict | None = None,
 ) -> TrainResult:
     """Train one model of `family` with `params` inside one MLflow run, evaluate it, log everything.
 
     Loads `params.models.<family>.data_version` unless `splits` is given. The run ends FINISHED, FAILED
     (exception, tag `error`) or KILLED (Ctrl-C, or an exception named TrialPruned raised by
     `epoch_callback`: tag `pruned=true`). `step_callback` receives in-epoch progress (CNNs only).
+    CNN runs save a checkpoint after every epoch (`checkpoints.py`) and log the last one when they end
+    early; `resume` (a loaded checkpoint) continues from it.
     """
     fp = family_params(params, family)
     splits = _cap_train(splits if splits is not None else load_training_data(fp.data_version, params.data),
@@ -234,7 +237,11 @@ def train_model(
         _log_inputs(params, family, splits, device)
         on_epoch = _epoch_logger(epoch_callback)
         if is_torch(family):
-            model, fit = _fit_torch(family, params, splits, device, on_epoch, step_callback)
+            saver = checkpoints.Saver(run.info.run_id)
+            for row in (resume or {}).get("history", []):
+                tracking.log_metrics({k: row[k] for k in EPOCH_METRICS if k in row}, step=int(row["epoch"]))
+            with saver.logged_on_failure():
+                model, fit = _fit_torch(family, params, splits, device, on_epoch, step_callback, saver, resume)
         else:
             model, fit = _fit_svm(params, splits, train_idx, on_epoch)
         metrics, test_pred, cm = _final_metrics(model, family, params, splits, device, train_idx, fit)
