@@ -91,7 +91,9 @@ def _raise_interrupt(signum: int, frame: Any) -> None:
 
 
 def train(
-    model: Annotated[str, typer.Option("--model", "-m", help=f"Model family: {', '.join(FAMILIES)}.")],
+    model: Annotated[str | None, typer.Option("--model", "-m", help=f"Model family: {', '.join(FAMILIES)}.")] = None,
+    resume: Annotated[str | None, typer.Option("--resume", help="Continue an interrupted run from its last "
+                                               "checkpoint (its own params; a new run tagged resumed_from).")] = None,
     set_: SetOpt = None,
     overrides: Annotated[str, typer.Option("--overrides", help="Space-separated key=value overrides (as --set).")] = "",
     experiment: Annotated[str | None, typer.Option("--experiment", help="MLflow experiment (default per family).")] = None,
@@ -100,29 +102,43 @@ def train(
     plots_out: Annotated[Path | None, typer.Option("--plots-out", help="Write per-epoch metrics as CSV here.")] = None,
     params: ParamsOpt = Path("params.yaml"),
 ) -> None:
-    """Train one model family on its data version, tracked as one MLflow run."""
-    if model not in FAMILIES:
-        fail(f"unknown model {model!r}; choose one of: {', '.join(FAMILIES)}", code=2)
+    """Train one model family on its data version, tracked as one MLflow run (or resume one with --resume)."""
+    if resume and (model or set_ or overrides.strip()):
+        fail("--resume continues a run with its own params; do not combine it with --model, --set or --overrides",
+             code=2)
+    if not resume and model not in FAMILIES:
+        fail(f"unknown model {model!r}; choose one of: {', '.join(FAMILIES)} (or --resume RUN_ID)", code=2)
     p = params_or_fail(params, (set_ or []) + overrides.split())
     setup_logging()
     from cnn_ocr import tracking
+    from cnn_ocr.checkpoints import ResumeError, resume_training
     from cnn_ocr.data.raw_store import CacheError
     from cnn_ocr.train import family_params, train_model
 
     signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` / `dvc exp` stops end the run as KILLED
-    live = _LiveProgress(model, getattr(family_params(p, model), "epochs", 1))
+    live = _LiveProgress(model or "resumed run", getattr(family_params(p, model), "epochs", 1) if model else 1)
     try:
         with live.progress:
-            result = train_model(model, p, experiment=experiment, run_name=run_name,
-                                 epoch_callback=live.on_epoch, step_callback=live.on_step)
-    except CacheError as exc:
+            if resume:
+                result = resume_training(resume, epoch_callback=live.on_epoch, step_callback=live.on_step)
+            else:
+                result = train_model(model, p, experiment=experiment, run_name=run_name,
+                                     epoch_callback=live.on_epoch, step_callback=live.on_step)
+    except (CacheError, ResumeError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
-        fail("interrupted; the MLflow run is marked KILLED", code=130)
+        fail("interrupted; the MLflow run is marked KILLED and its last checkpoint logged; continue it with "
+             "`ocr train --resume RUN_ID` (the run id is in the tracking store, tag resume_with)", code=130)
     except Exception as exc:  # the run is already marked FAILED with the error as a tag
         fail(f"training failed ({type(exc).__name__}: {exc}); the MLflow run is marked FAILED")
     _write_outputs(result, metrics_out, plots_out)
     console.print(_summary_table(result))
+    if tracking.offline_target():
+        server = tracking.offline_target()
+        console.print(f"[yellow]The tracking server {server} was unreachable:[/] run {result.run_id}, its model "
+                      f"and metrics are stored locally in {tracking.offline_uri()}. When the server is back, "
+                      f"copy them there with:\n  {tracking.sync_command(server)}", highlight=False)
+        return
     link = tracking.run_link(result.run_id, f"http://127.0.0.1:{UI_PORT}")
     console.print(f"MLflow store: {tracking.tracking_uri()}\nRun page (start the UI with `ocr ui`): {link}")
 
@@ -162,7 +178,22 @@ def _stop(proc: subprocess.Popen) -> int:
     return 0
 
 
+def sync() -> None:
+    """Copy runs recorded offline (tracking server down) to MLFLOW_TRACKING_URI, once it answers again."""
+    setup_logging()
+    from cnn_ocr import tracking
+
+    try:
+        copied = tracking.sync_offline()
+    except ConnectionError as exc:
+        fail(f"{exc}; try again when it is back")
+    for old, new in copied:
+        console.print(f"offline run {old} -> run {new} in {tracking.tracking_uri()}", highlight=False)
+    console.print(f"{len(copied)} run(s) synced from {tracking.offline_uri()}", highlight=False)
+
+
 def register(app: typer.Typer) -> None:
-    """Add `train` and `ui` to the `ocr` app."""
+    """Add `train`, `ui` and `sync` to the `ocr` app."""
     app.command("train")(train)
     app.command("ui")(ui)
+    app.command("sync")(sync)
