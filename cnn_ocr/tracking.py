@@ -272,6 +272,16 @@ def load_run_dict(run_id: str, path: str) -> dict[str, Any]:
     return mlflow.artifacts.load_dict(f"runs:/{run_id}/{path}")
 
 
+def last_run_id() -> str | None:
+    """The id of the run this process started last (also after it ended), if any."""
+    import mlflow
+
+    with contextlib.suppress(Exception):
+        run = mlflow.last_active_run()
+        return run.info.run_id if run else None
+    return None
+
+
 def run_record(run_id: str) -> dict[str, Any]:
     """Status, tags, run name and experiment name of a run."""
     from mlflow import MlflowClient

@@ -127,8 +127,9 @@ def train(
     except (CacheError, ResumeError) as exc:
         fail(str(exc))
     except KeyboardInterrupt:
-        fail("interrupted; the MLflow run is marked KILLED and its last checkpoint logged; continue it with "
-             "`ocr train --resume RUN_ID` (the run id is in the tracking store, tag resume_with)", code=130)
+        run_id = tracking.last_run_id() or "RUN_ID"
+        fail(f"interrupted; MLflow run {run_id} is marked KILLED with its last complete epoch's checkpoint; "
+             f"continue it with `ocr train --resume {run_id}`", code=130)
     except Exception as exc:  # the run is already marked FAILED with the error as a tag
         fail(f"training failed ({type(exc).__name__}: {exc}); the MLflow run is marked FAILED")
     _write_outputs(result, metrics_out, plots_out)
