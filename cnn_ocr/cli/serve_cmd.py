@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -67,8 +68,16 @@ def serve(
         console.print(f"model: {_preflight(settings)}", highlight=False)
     shown = f"[{host}]" if ":" in host else host
     console.print(f"OCR service on http://{shown}:{port}/ (API docs at /docs); Ctrl+C stops it.", highlight=False)
+    # uvicorn stops gracefully on SIGTERM / Ctrl+C (no new connections, requests in flight finish), then
+    # re-raises the signal into the handler it found: make that a no-op so a clean stop exits 0.
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, _stopped)
     uvicorn.run("app.main:app", host=host, port=port, workers=workers, log_config=LOG_CONFIG, access_log=False,
                 proxy_headers=False, timeout_graceful_shutdown=20)
+
+
+def _stopped(signum: int, frame: object) -> None:
+    """The signal uvicorn re-raises after its graceful shutdown; nothing is left to do."""
 
 
 def _track_with_dvc(folder: Path) -> str:
