@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Drop pip's notes about unused local package folders; keep everything else it says.
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: run test install system-deps data train serve ui bench bench-smoke lint clean-venv
+.PHONY: run lifecycle test install system-deps data train serve ui bench bench-smoke lint clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -39,8 +39,43 @@ train: data
 	dvc repro train_base_cnn train_svm train_improved_cnn
 	dvc metrics show
 
-run: data
-	@echo "Raw data: data/raw/mnist (verified cache); processed versions: data/processed/{v2.0,v3.0} (DVC-tracked)."
+# The main job. PROFILE=full (default): `dvc repro` runs the whole lifecycle (data -> three models -> tuning
+# -> selection/registration/ONNX export -> report) into the project's stores, then the service starts.
+# PROFILE=quick: the same lifecycle on small slices (params profile `quick`) in its own stores under outputs/quick.
+PROFILE ?= full
+QUICK_DIR := outputs/quick
+QUICK_ENV := MLFLOW_TRACKING_URI=sqlite:///$(CURDIR)/$(QUICK_DIR)/mlflow.db OCR_MLFLOW_ARTIFACT_ROOT=$(CURDIR)/$(QUICK_DIR)/artifacts
+QUICK := $(QUICK_ENV) ocr
+Q := --set profile=quick
+
+lifecycle: data
+ifeq ($(PROFILE),quick)
+	@mkdir -p $(QUICK_DIR)/metrics
+	$(QUICK) train --model base_cnn $(Q) --metrics-out $(QUICK_DIR)/metrics/base_cnn.json
+	$(QUICK) train --model svm $(Q) --metrics-out $(QUICK_DIR)/metrics/svm.json
+	$(QUICK) train --model improved_cnn $(Q) --metrics-out $(QUICK_DIR)/metrics/improved_cnn.json
+	$(QUICK) tune $(Q)
+	$(QUICK) select $(Q) --summary-out $(QUICK_DIR)/metrics/production.json
+	$(QUICK) export --alias production $(Q) --out $(QUICK_DIR)/production
+	$(QUICK) report $(Q) --out $(QUICK_DIR)/README_experiments.md
+	$(QUICK) models list
+	@echo "Quick profile: tracking store $(QUICK_DIR)/mlflow.db, report $(QUICK_DIR)/README_experiments.md."
+	@echo "Browse runs: $(QUICK_ENV) ocr ui"
+else
+	dvc repro
+	dvc metrics show
+	ocr models list
+	@echo "Report: ml/README_experiments.md. Production model exported to models/production/."
+	@echo "Browse runs and the registry: ocr ui   (MLflow UI on http://127.0.0.1:5000, venv active)"
+endif
+
+run: lifecycle
+	@echo "Starting the OCR service on http://$(HOST):$(PORT)/ (API docs at /docs; Ctrl-C to stop)"
+ifeq ($(PROFILE),quick)
+	OCR_MODEL_PATH=$(QUICK_DIR)/production ocr serve --host $(HOST) --port $(PORT)
+else
+	ocr serve --host $(HOST) --port $(PORT)
+endif
 
 # The OCR service alone: page at http://$(HOST):$(PORT)/, API docs at /docs. It serves
 # models:/OCR-Production-Model@production (cached locally), or OCR_MODEL_PATH when set.
@@ -48,6 +83,10 @@ HOST ?= 127.0.0.1
 PORT ?= 8000
 serve: install
 	ocr serve --host $(HOST) --port $(PORT)
+
+# The MLflow UI on the project's tracking store (http://127.0.0.1:5000).
+ui: install
+	ocr ui
 
 test: install system-deps
 	$(BIN)/python -m pytest -q
