@@ -8,12 +8,13 @@ Databricks) with no code change; `OCR_MLFLOW_ARTIFACT_ROOT` overrides where new 
 from __future__ import annotations
 
 import contextlib
+import functools
 import json
 import logging
 import os
 import subprocess
 import warnings
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -149,6 +150,34 @@ def git_tags() -> dict[str, str]:
     return {"git_commit": commit or "unknown", "git_dirty": dirty}
 
 
+# --- Ctrl-C / SIGTERM never land in the middle of a write to the store (it would leave sqlite locked) ---
+_GUARD = {"depth": 0, "pending": False}
+
+
+def interrupt_handler(signum: int, frame: Any) -> None:
+    """Signal handler raising KeyboardInterrupt, held back until a write to the store in progress is done."""
+    if _GUARD["depth"]:
+        _GUARD["pending"] = True
+        return
+    raise KeyboardInterrupt
+
+
+def _guarded(func: Callable) -> Callable:
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        _GUARD["depth"] += 1
+        try:
+            result = func(*args, **kwargs)
+        finally:
+            _GUARD["depth"] -= 1
+        if _GUARD["pending"] and not _GUARD["depth"]:
+            _GUARD["pending"] = False
+            raise KeyboardInterrupt
+        return result
+
+    return wrapper
+
+
 def _end_tags(exc: BaseException) -> tuple[str, dict[str, str]]:
     name = type(exc).__name__
     if isinstance(exc, KeyboardInterrupt):
@@ -182,7 +211,7 @@ def tracked_run(
         kwargs["experiment_id"] = mlflow.active_run().info.experiment_id
     elif not os.environ.get("MLFLOW_RUN_ID"):
         kwargs["experiment_id"] = experiment_id
-    run = mlflow.start_run(**kwargs)
+    run = _guarded(mlflow.start_run)(**kwargs)
     try:
         yield run
     except BaseException as exc:
@@ -194,6 +223,7 @@ def tracked_run(
     mlflow.end_run("FINISHED")
 
 
+@_guarded
 def log_params(flat: dict[str, Any]) -> None:
     """Log flattened params (lists and None as JSON text)."""
     import mlflow
@@ -204,6 +234,7 @@ def log_params(flat: dict[str, Any]) -> None:
         mlflow.log_params(dict(items[start : start + 100]))
 
 
+@_guarded
 def set_tags(tags: dict[str, Any]) -> None:
     """Set run tags (values as text)."""
     import mlflow
@@ -211,6 +242,7 @@ def set_tags(tags: dict[str, Any]) -> None:
     mlflow.set_tags({k: str(v)[:MAX_TAG_LEN] for k, v in tags.items()})
 
 
+@_guarded
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     """Log numeric metrics at `step`."""
     import mlflow
@@ -218,6 +250,7 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
 
+@_guarded
 def log_dataset(features: Any, targets: Any, name: str, source: str, digest: str, context: str) -> None:
     """Record a data split as an MLflow run input with a stable digest."""
     import mlflow
@@ -229,6 +262,7 @@ def log_dataset(features: Any, targets: Any, name: str, source: str, digest: str
     mlflow.log_input(ds, context=context)
 
 
+@_guarded
 def log_figure(fig: Any, path: str) -> None:
     """Save a matplotlib figure as a run artifact."""
     import mlflow
@@ -236,6 +270,7 @@ def log_figure(fig: Any, path: str) -> None:
     mlflow.log_figure(fig, path)
 
 
+@_guarded
 def log_text(text: str, path: str) -> None:
     """Save text as a run artifact."""
     import mlflow
@@ -243,6 +278,7 @@ def log_text(text: str, path: str) -> None:
     mlflow.log_text(text, path)
 
 
+@_guarded
 def log_dict(data: dict[str, Any], path: str) -> None:
     """Save a JSON-serializable dict as a run artifact."""
     import mlflow
@@ -250,6 +286,7 @@ def log_dict(data: dict[str, Any], path: str) -> None:
     mlflow.log_dict(data, path)
 
 
+@_guarded
 def log_artifact(path: Path, artifact_dir: str) -> None:
     """Upload a local file into `artifact_dir` of the active run."""
     import mlflow
@@ -293,6 +330,7 @@ def run_record(run_id: str) -> dict[str, Any]:
             "experiment": experiment}
 
 
+@_guarded
 def log_model(model: Any, is_torch: bool, input_example: Any, output_example: Any) -> str:
     """Log the model under artifact path "model" with signature and input example; returns its URI.
 

@@ -115,7 +115,8 @@ def train(
     from cnn_ocr.data.raw_store import CacheError
     from cnn_ocr.train import family_params, train_model
 
-    signal.signal(signal.SIGTERM, _raise_interrupt)  # `kill` / `dvc exp` stops end the run as KILLED
+    for sig in (signal.SIGTERM, signal.SIGINT):  # `kill`, `dvc exp` stops and Ctrl-C end the run as KILLED
+        signal.signal(sig, tracking.interrupt_handler)
     live = _LiveProgress(model or "resumed run", getattr(family_params(p, model), "epochs", 1) if model else 1)
     try:
         with live.progress:
