@@ -419,8 +419,8 @@ def _copy_run(src: Any, dst: Any, run: Any, target: str) -> str:
         for model in (outputs.model_outputs if outputs and outputs.model_outputs else [])[-1:]:
             import mlflow
 
-            folder = mlflow.artifacts.download_artifacts(f"models:/{model.model_id}", dst_path=f"{tmp}/model",
-                                                         tracking_uri=offline_uri())
+            location = src.get_logged_model(model.model_id).artifact_location
+            folder = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=f"{tmp}/model")
             dst.log_artifacts(new.info.run_id, folder, MODEL_ARTIFACT)
     dst.set_terminated(new.info.run_id, run.info.status, end_time=run.info.end_time)
     src.set_tag(run.info.run_id, "synced_to", f"{target} run {new.info.run_id}")
