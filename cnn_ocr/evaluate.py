@@ -11,6 +11,8 @@ import io
 import pickle
 import statistics
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any
 
 import numpy as np
@@ -87,14 +89,31 @@ def latency_ms(model: Any, x_one: np.ndarray, runs: int = 200, warmup: int = 10)
         def call() -> None:
             model.predict_proba(flat)
 
-    for _ in range(warmup):
-        call()
-    times = []
-    for _ in range(runs):
-        t0 = time.perf_counter()
-        call()
-        times.append(time.perf_counter() - t0)
+    # One intra-op thread, as the service runs each request: batch-1 work is too small to share, and a
+    # multi-threaded measurement swings by 10-100x whenever another process holds a core.
+    with _single_thread():
+        for _ in range(warmup):
+            call()
+        times = []
+        for _ in range(runs):
+            t0 = time.perf_counter()
+            call()
+            times.append(time.perf_counter() - t0)
     return 1000.0 * statistics.median(times)
+
+
+@contextmanager
+def _single_thread() -> Iterator[None]:
+    import torch
+    from threadpoolctl import threadpool_limits
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        with threadpool_limits(limits=1):
+            yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def n_parameters(model: Any) -> int:
