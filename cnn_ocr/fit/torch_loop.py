@@ -208,6 +208,8 @@ def fit(
     result, keeper, t_start = FitResult(), _BestKeeper(p.patience), time.perf_counter()
     first = 1 if resume is None else _restore(resume, model, opt, sched, gen, keeper, result) + 1
     t_start -= result.train_time_s
+    if keeper.patience is not None and keeper.bad >= keeper.patience:  # it had stopped early before the interruption
+        first, result.stopped_early = p.epochs + 1, result.epochs_run < p.epochs
     for epoch in range(first, p.epochs + 1):
         t0 = time.perf_counter()
         report = None
