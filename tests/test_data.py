@@ -64,7 +64,8 @@ def test_v3_contains_v2_training_images_plus_augmented_copies(prepared_data, mni
 
 
 def test_prepare_is_deterministic_and_param_sensitive(prepared_data, tmp_path):
-    a = prepared_data.model_copy(update={"processed_dir": tmp_path / "a", "augment": prepared_data.augment.model_copy(update={"copies": 1})})
+    one_copy = prepared_data.augment.model_copy(update={"copies": 1})
+    a = prepared_data.model_copy(update={"processed_dir": tmp_path / "a", "augment": one_copy})
     b = a.model_copy(update={"processed_dir": tmp_path / "b"})
     c = a.model_copy(update={"processed_dir": tmp_path / "c", "split_seed": a.split_seed + 1})
     for p in (a, b, c):

@@ -49,7 +49,8 @@ def fetch(
     if res.source == "cache":
         console.print(f"{p.data.dataset}: valid cache at {res.path}, nothing to fetch ({took:.1f} s)")
     else:
-        console.print(f"{p.data.dataset}: fetched from '{res.source}' (tried {', '.join(res.tried)}) into {res.path} in {took:.1f} s")
+        tried = ", ".join(res.tried)
+        console.print(f"{p.data.dataset}: fetched from '{res.source}' (tried {tried}) into {res.path} in {took:.1f} s")
 
 
 @data_app.command()
