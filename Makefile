@@ -89,6 +89,7 @@ ui: install
 	ocr ui
 
 test: install system-deps
+	$(BIN)/ruff check cnn_ocr app tests benchmarks
 	$(BIN)/python -m pytest -q
 
 # Benchmarks (training, inference, service, main job): results in benchmarks/results/, table in README.md.
