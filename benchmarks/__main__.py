@@ -17,6 +17,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("name", choices=(*NAMES, "all", "readme"), help="benchmark to run ('readme': table only)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check that the benchmark works")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results; smoke: its smoke/)")
+    parser.add_argument("--families", default=None,
+                        help="training only: comma-separated subset of base_cnn,svm,improved_cnn,fast (merged into "
+                             "the existing result)")
     parser.add_argument("--no-readme", action="store_true", help="do not refresh the README table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -27,7 +30,8 @@ def main(argv: list[str] | None = None) -> int:
     names = NAMES if args.name == "all" else () if args.name == "readme" else (args.name,)
     for name in names:
         try:
-            path = importlib.import_module(f"benchmarks.{name}").run(smoke=args.smoke, out_dir=out)
+            extra = {"families": args.families.split(",")} if name == "training" and args.families else {}
+            path = importlib.import_module(f"benchmarks.{name}").run(smoke=args.smoke, out_dir=out, **extra)
         except (RuntimeError, OSError) as exc:
             print(f"error: benchmark {name} failed: {exc}", file=sys.stderr)
             return 1

@@ -31,7 +31,7 @@ from benchmarks.common import CACHE_DIR, ROOT, summarize, target, write_result
 
 log = logging.getLogger(__name__)
 
-FULL = {"workers": [1, 2], "concurrency": [1, 4, 16, 64], "duration_s": 8, "repeats": 3}
+FULL = {"workers": [1, 2], "concurrency": [1, 4, 16, 64], "duration_s": 5, "repeats": 2}
 SMOKE = {"workers": [1, 2], "concurrency": [1, 4], "duration_s": 1, "repeats": 1}
 LUA = Path(__file__).with_name("wrk_post.lua")
 

@@ -8,6 +8,7 @@ part. The `fast` profile goes through the full `train_model` path (MLflow run in
 
 from __future__ import annotations
 
+import json
 import logging
 import multiprocessing as mp
 import resource
@@ -240,7 +241,21 @@ def run(smoke: bool = False, out_dir: Path | None = None, families: list[str] | 
     return _write(fig, smoke, overrides, cfg, out_dir)
 
 
+def _merge_previous(fig: dict[str, Any], path: Path, smoke: bool) -> dict[str, Any]:
+    """Keep the families / profiles of an earlier result of the same mode that this run did not measure."""
+    if not path.is_file():
+        return fig
+    old = json.loads(path.read_text())
+    if old.get("mode") != ("smoke" if smoke else "full"):
+        return fig
+    merged = {"families": {**old["figures"].get("families", {}), **fig["families"]},
+              "profiles": {**old["figures"].get("profiles", {}), **fig["profiles"]},
+              "ensemble": fig["ensemble"] or old["figures"].get("ensemble")}
+    return merged
+
+
 def _write(fig: dict[str, Any], smoke: bool, overrides: list[str], cfg: dict[str, Any], out_dir: Path | None) -> Path:
+    fig = _merge_previous(fig, (out_dir or _default_dir()) / "training.json", smoke)
     settings = {"smoke": smoke, "overrides": overrides, "seeds": cfg["seeds"], "slice": cfg["slice"],
                 "thresholds": THRESHOLDS}
     return write_result("training", "smoke" if smoke else "full", fig, _targets(fig), torch_device(), settings,

@@ -103,5 +103,6 @@ def test_readme_block_is_replaced_between_markers(tmp_path):
     assert "old" not in text and text.endswith(f"{readme_table.END}\nafter\n")
     assert "| inference | batch-1 p50 | 0.15 ms | <= 0.2 ms | met |" in text
     assert "| inference | int8 | 9,000 img/s | >= 15,000 img/s | **not met** |" in text
+    assert "| mainjob | whole main job | not measured | <= 30 min | **not met** |" in text
     readme.write_text("no markers\n")
     assert not readme_table.refresh(readme, tmp_path) and readme.read_text() == "no markers\n"
