@@ -20,6 +20,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--families", default=None,
                         help="training only: comma-separated subset of base_cnn,svm,improved_cnn,fast (merged into "
                              "the existing result)")
+    parser.add_argument("--seeds", default=None, help="training only: comma-separated seeds for every family")
     parser.add_argument("--no-readme", action="store_true", help="do not refresh the README table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -30,7 +31,10 @@ def main(argv: list[str] | None = None) -> int:
     names = NAMES if args.name == "all" else () if args.name == "readme" else (args.name,)
     for name in names:
         try:
-            extra = {"families": args.families.split(",")} if name == "training" and args.families else {}
+            extra = {}
+            if name == "training":
+                extra = {"families": args.families.split(",") if args.families else None,
+                         "seeds": [int(x) for x in args.seeds.split(",")] if args.seeds else None}
             path = importlib.import_module(f"benchmarks.{name}").run(smoke=args.smoke, out_dir=out, **extra)
         except (RuntimeError, OSError) as exc:
             print(f"error: benchmark {name} failed: {exc}", file=sys.stderr)

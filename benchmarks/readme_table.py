@@ -11,8 +11,10 @@ from benchmarks.common import RESULTS_DIR, ROOT
 START, END = "<!-- bench:start -->", "<!-- bench:end -->"
 ORDER = ("training", "inference", "service", "mainjob")
 # Targets every full run should report; listed as "not measured" while no result holds them.
-EXPECTED = (("training", "improved_cnn test accuracy", ">= 99.6 % (mean of 3 seeds, each >= 99.55 %)"),
-            ("training", "ensemble of", ">= 99.7 %"), ("mainjob", "whole main job", "<= 30 min"))
+EXPECTED = (("training", "improved_cnn test accuracy", "improved_cnn test accuracy, 3 seeds",
+             ">= 99.6 % (mean of 3 seeds, each >= 99.55 %)"),
+            ("training", "ensemble of", "ensemble of 3 improved_cnn", ">= 99.7 %"),
+            ("mainjob", "whole main job", "whole main job", "<= 30 min"))
 
 
 def _fmt(value: float | None, unit: str) -> str:
@@ -37,9 +39,9 @@ def render(results: list[dict[str, Any]]) -> str:
             lines.append(f"| {res['benchmark']} | {t['name']} | {_fmt(t['value'], t['unit'])}{note} | "
                          f"{t['direction']} {_fmt(t['limit'], t['unit'])} | {mark} |")
     names = [(res["benchmark"], t["name"]) for res in results for t in res["targets"]]
-    for bench, prefix, goal in EXPECTED:
+    for bench, prefix, label, goal in EXPECTED:
         if not any(b == bench and n.startswith(prefix) for b, n in names):
-            lines.append(f"| {bench} | {prefix} | not measured | {goal} | **not met** |")
+            lines.append(f"| {bench} | {label} | not measured | {goal} | **not met** |")
     lines += ["", "| benchmark | mode | date (UTC) | commit | CPU | cores | load (1 min) at start | device |",
               "|---|---|---|---|---|---|---|---|"]
     for res in results:

@@ -194,9 +194,10 @@ def _targets(fig: dict[str, Any]) -> list[dict[str, Any]]:
     if "improved_cnn" in fam:
         accs = fam["improved_cnn"]["test_accuracy"]
         n = accs["n"]
-        out.append(target(f"improved_cnn test accuracy, mean of {n} seeds", 100 * fam["improved_cnn"]["test_accuracy_mean"],
-                          99.6, "%", True))
-        out.append(target("improved_cnn worst seed", 100 * accs["min"], 99.55, "%", True))
+        few = "" if n >= 3 else f"only {n} seed(s); the target asks for 3"
+        for t in (target(f"improved_cnn test accuracy, mean of {n} seeds", 100 * fam["improved_cnn"]["test_accuracy_mean"],
+                         99.6, "%", True, few), target("improved_cnn worst seed", 100 * accs["min"], 99.55, "%", True, few)):
+            out.append(t | {"met": t["met"] and not few})
     if "base_cnn" in fam:
         out.append(target("base_cnn test accuracy", 100 * fam["base_cnn"]["test_accuracy"]["median"], 99.0, "%", True))
     if "svm" in fam:
@@ -213,9 +214,12 @@ def _targets(fig: dict[str, Any]) -> list[dict[str, Any]]:
 
 
 def run(smoke: bool = False, out_dir: Path | None = None, families: list[str] | None = None,
-        profile_repeats: int | None = None) -> Path:
-    """Run the training benchmark and write `training.json`; returns its path."""
+        profile_repeats: int | None = None, seeds: list[int] | None = None) -> Path:
+    """Run the training benchmark and write `training.json`; returns its path. `seeds` replaces every
+    family's seed list."""
     cfg = SMOKE if smoke else FULL
+    if seeds:
+        cfg = {**cfg, "seeds": {family: list(seeds) for family in cfg["seeds"]}}
     overrides = list(cfg.get("overrides", []))
     cache = None if smoke else str(CACHE_DIR)
     families = families or ["improved_cnn", "fast", "base_cnn", "svm"]  # the long pole first
