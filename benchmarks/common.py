@@ -9,10 +9,11 @@ import os
 import platform
 import statistics
 import subprocess
-import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from cnn_ocr.evaluate import time_calls  # noqa: F401 - one timing loop for the library and the benchmarks
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS_DIR = ROOT / "benchmarks" / "results"
@@ -92,18 +93,6 @@ def percentile(values: Sequence[float], q: float) -> float:
     ordered = sorted(values)
     k = min(len(ordered) - 1, max(0, round(q / 100 * (len(ordered) - 1))))
     return float(ordered[k])
-
-
-def time_calls(fn: Callable[[], Any], calls: int, warmup: int = 5) -> list[float]:
-    """Wall time in ms of each of `calls` calls of `fn` after `warmup` untimed ones."""
-    for _ in range(warmup):
-        fn()
-    out = []
-    for _ in range(calls):
-        t0 = time.perf_counter()
-        fn()
-        out.append((time.perf_counter() - t0) * 1000.0)
-    return out
 
 
 def target(name: str, value: float | None, limit: float, unit: str, higher_is_better: bool, note: str = "") -> dict:

@@ -11,7 +11,7 @@ import io
 import pickle
 import statistics
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from typing import Any
 
@@ -92,14 +92,19 @@ def latency_ms(model: Any, x_one: np.ndarray, runs: int = 200, warmup: int = 10)
     # One intra-op thread, as the service runs each request: batch-1 work is too small to share, and a
     # multi-threaded measurement swings by 10-100x whenever another process holds a core.
     with _single_thread():
-        for _ in range(warmup):
-            call()
-        times = []
-        for _ in range(runs):
-            t0 = time.perf_counter()
-            call()
-            times.append(time.perf_counter() - t0)
-    return 1000.0 * statistics.median(times)
+        return statistics.median(time_calls(call, runs, warmup))
+
+
+def time_calls(fn: Callable[[], Any], calls: int, warmup: int = 5) -> list[float]:
+    """Wall time in ms of each of `calls` calls of `fn` after `warmup` untimed ones."""
+    for _ in range(warmup):
+        fn()
+    out = []
+    for _ in range(calls):
+        t0 = time.perf_counter()
+        fn()
+        out.append((time.perf_counter() - t0) * 1000.0)
+    return out
 
 
 @contextmanager
