@@ -109,11 +109,20 @@ def _artifact_root(uri: str) -> str | None:
     return None
 
 
+# MLflow retries a refused HTTP connection 7 times with exponential backoff (about 2 minutes per call);
+# a server that is down should cost a training run seconds, not minutes. MLflow's own variables still win.
+HTTP_RETRY_DEFAULTS = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "3", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1",
+                       "MLFLOW_HTTP_REQUEST_TIMEOUT": "30"}
+
+
 def configure() -> str:
     """Point the MLflow client at the store; returns the URI."""
     import mlflow
 
     uri = tracking_uri()
+    if uri.startswith(("http://", "https://")):
+        for key, value in HTTP_RETRY_DEFAULTS.items():
+            os.environ.setdefault(key, value)
     mlflow.set_tracking_uri(uri)
     return uri
 
@@ -178,6 +187,84 @@ def _guarded(func: Callable) -> Callable:
     return wrapper
 
 
+# --- failover: a tracking server that stops answering while runs are open ---
+# Every open `tracked_run` keeps a journal of what was logged to it. When a logging call fails and the HTTP
+# server no longer answers, the open runs are re-created in the offline store, their journals replayed, and
+# the call retried there: training goes on and ends with everything stored locally, ready for `ocr sync`.
+_FRAMES: list[dict[str, Any]] = []
+
+
+def _server_lost() -> bool:
+    """True when runs are open against an HTTP server that no longer answers (and we are not offline yet)."""
+    uri = tracking_uri()
+    return bool(_FRAMES) and not offline_target() and uri.startswith(("http://", "https://")) \
+        and not store_reachable(uri, timeout_s=3.0)
+
+
+def _drop_server_runs() -> None:
+    """Forget the runs open on the lost server without waiting on it (MLflow pops a run before ending it)."""
+    import mlflow
+
+    previous = os.environ.get("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+    os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = "0"
+    try:
+        while mlflow.active_run() is not None:
+            with contextlib.suppress(Exception):
+                mlflow.end_run("FAILED")
+    finally:
+        if previous is None:
+            os.environ.pop("MLFLOW_HTTP_REQUEST_MAX_RETRIES")
+        else:
+            os.environ["MLFLOW_HTTP_REQUEST_MAX_RETRIES"] = previous
+
+
+def _fail_over() -> None:
+    """Move the open runs to the offline store, replaying what each had logged."""
+    import mlflow
+
+    server = tracking_uri()
+    _drop_server_runs()
+    go_offline(server)
+    for frame in _FRAMES:
+        tags = {**frame["tags"], "offline_for": server, "server_run_id": frame["server_run_id"]}
+        experiment_id = ensure_experiment(frame["experiment"])
+        run = mlflow.start_run(experiment_id=experiment_id, run_name=frame["run_name"], tags=tags,
+                               nested=frame["nested"])
+        frame["run_id"] = run.info.run_id
+        for func, args, kwargs in frame["calls"]:
+            func(*args, **kwargs)
+        log.warning("run %s continues offline as run %s (%d logging calls replayed)", frame["server_run_id"],
+                    run.info.run_id, len(frame["calls"]))
+
+
+def _logging(func: Callable) -> Callable:
+    """A write to the active run: guarded against signals, journaled, moved offline if the server is lost."""
+    guarded = _guarded(func)
+
+    @functools.wraps(func)
+    def wrapper(*args: Any, **kwargs: Any) -> Any:
+        try:
+            result = guarded(*args, **kwargs)
+        except Exception:
+            if not _server_lost():
+                raise
+            _fail_over()
+            result = guarded(*args, **kwargs)
+        if _FRAMES:
+            _FRAMES[-1]["calls"].append((guarded, args, kwargs))
+        return result
+
+    return wrapper
+
+
+def current_run_id() -> str | None:
+    """The id of the innermost open run (after a failover: its offline copy)."""
+    import mlflow
+
+    run = mlflow.active_run()
+    return run.info.run_id if run else None
+
+
 def _end_tags(exc: BaseException) -> tuple[str, dict[str, str]]:
     name = type(exc).__name__
     if isinstance(exc, KeyboardInterrupt):
@@ -196,7 +283,9 @@ def tracked_run(
     When an HTTP tracking server does not answer, the run goes to a local offline store (`go_offline`).
     FINISHED on success; KILLED on Ctrl-C (tag `interrupted`) or an exception named TrialPruned (tag
     `pruned=true`); FAILED with the error as tag `error` on any other exception, which is re-raised.
-    Under `mlflow run` (MLFLOW_RUN_ID set) the project's run is used instead of a new one.
+    Under `mlflow run` (MLFLOW_RUN_ID set) the project's run is used instead of a new one. When the server
+    stops answering while the run is open, the run continues in the offline store (`_fail_over`); the
+    yielded run object keeps the server's id, `current_run_id()` gives the one in use.
     """
     import mlflow
 
@@ -212,18 +301,36 @@ def tracked_run(
     elif not os.environ.get("MLFLOW_RUN_ID"):
         kwargs["experiment_id"] = experiment_id
     run = _guarded(mlflow.start_run)(**kwargs)
+    _FRAMES.append({"experiment": experiment, "run_name": run_name, "tags": tags, "nested": nested,
+                    "server_run_id": run.info.run_id, "calls": []})
     try:
         yield run
     except BaseException as exc:
         status, extra = _end_tags(exc)
         with contextlib.suppress(Exception):
-            mlflow.set_tags(extra)
-        mlflow.end_run(status)
+            set_tags(extra)
+        _end_run(status)
         raise
-    mlflow.end_run("FINISHED")
+    else:
+        _end_run("FINISHED")
+    finally:
+        _FRAMES.pop()
 
 
-@_guarded
+def _end_run(status: str) -> None:
+    """End the innermost run; if the server is lost at this very moment, end its offline copy instead."""
+    import mlflow
+
+    try:
+        mlflow.end_run(status)
+    except Exception:
+        if not _server_lost():
+            raise
+        _fail_over()
+        mlflow.end_run(status)
+
+
+@_logging
 def log_params(flat: dict[str, Any]) -> None:
     """Log flattened params (lists and None as JSON text)."""
     import mlflow
@@ -234,7 +341,7 @@ def log_params(flat: dict[str, Any]) -> None:
         mlflow.log_params(dict(items[start : start + 100]))
 
 
-@_guarded
+@_logging
 def set_tags(tags: dict[str, Any]) -> None:
     """Set run tags (values as text)."""
     import mlflow
@@ -242,7 +349,7 @@ def set_tags(tags: dict[str, Any]) -> None:
     mlflow.set_tags({k: str(v)[:MAX_TAG_LEN] for k, v in tags.items()})
 
 
-@_guarded
+@_logging
 def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     """Log numeric metrics at `step`."""
     import mlflow
@@ -250,7 +357,7 @@ def log_metrics(metrics: dict[str, float], step: int | None = None) -> None:
     mlflow.log_metrics({k: float(v) for k, v in metrics.items()}, step=step)
 
 
-@_guarded
+@_logging
 def log_dataset(features: Any, targets: Any, name: str, source: str, digest: str, context: str) -> None:
     """Record a data split as an MLflow run input with a stable digest."""
     import mlflow
@@ -262,15 +369,29 @@ def log_dataset(features: Any, targets: Any, name: str, source: str, digest: str
     mlflow.log_input(ds, context=context)
 
 
-@_guarded
 def log_figure(fig: Any, path: str) -> None:
-    """Save a matplotlib figure as a run artifact."""
+    """Save a matplotlib figure as a PNG run artifact."""
+    import io
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    _log_bytes(buf.getvalue(), path)
+
+
+@_logging
+def _log_bytes(data: bytes, path: str) -> None:
+    import tempfile
+
     import mlflow
 
-    mlflow.log_figure(fig, path)
+    with tempfile.TemporaryDirectory() as tmp:
+        local = Path(tmp) / Path(path).name
+        local.write_bytes(data)
+        parent = str(Path(path).parent)
+        mlflow.log_artifact(str(local), None if parent == "." else parent)
 
 
-@_guarded
+@_logging
 def log_text(text: str, path: str) -> None:
     """Save text as a run artifact."""
     import mlflow
@@ -278,7 +399,7 @@ def log_text(text: str, path: str) -> None:
     mlflow.log_text(text, path)
 
 
-@_guarded
+@_logging
 def log_dict(data: dict[str, Any], path: str) -> None:
     """Save a JSON-serializable dict as a run artifact."""
     import mlflow
@@ -286,7 +407,7 @@ def log_dict(data: dict[str, Any], path: str) -> None:
     mlflow.log_dict(data, path)
 
 
-@_guarded
+@_logging
 def log_artifact(path: Path, artifact_dir: str) -> None:
     """Upload a local file into `artifact_dir` of the active run."""
     import mlflow
@@ -330,7 +451,7 @@ def run_record(run_id: str) -> dict[str, Any]:
             "experiment": experiment}
 
 
-@_guarded
+@_logging
 def log_model(model: Any, is_torch: bool, input_example: Any, output_example: Any) -> str:
     """Log the model under artifact path "model" with signature and input example; returns its URI.
 
@@ -423,8 +544,23 @@ def _copy_run(src: Any, dst: Any, run: Any, target: str) -> str:
             folder = mlflow.artifacts.download_artifacts(artifact_uri=location, dst_path=f"{tmp}/model")
             dst.log_artifacts(new.info.run_id, folder, MODEL_ARTIFACT)
     dst.set_terminated(new.info.run_id, run.info.status, end_time=run.info.end_time)
+    _close_partial(dst, run.data.tags.get("server_run_id"), new.info.run_id)
     src.set_tag(run.info.run_id, "synced_to", f"{target} run {new.info.run_id}")
     return new.info.run_id
+
+
+def _close_partial(dst: Any, server_run_id: str | None, complete_id: str) -> None:
+    """The run a lost server kept open (it never heard the end): FAILED, pointing at its complete copy."""
+    if not server_run_id:
+        return
+    try:
+        partial = dst.get_run(server_run_id)
+    except Exception:  # not on this server (synced elsewhere, or deleted)
+        return
+    if partial.info.status == "RUNNING":
+        dst.set_tag(server_run_id, "continued_as", complete_id)
+        dst.set_tag(server_run_id, "error", f"tracking server lost mid-run; the complete run is {complete_id}")
+        dst.set_terminated(server_run_id, "FAILED")
 
 
 def sync_offline(target: str | None = None) -> list[tuple[str, str]]:

@@ -249,5 +249,6 @@ def train_model(
         tracking.set_tags({"best_epoch": fit.best_epoch, "stopped_early": str(fit.stopped_early).lower(),
                            "restored_best_weights": str(fit.restored_best).lower(),
                            "mlflow.note.content": _summary(family, splits, device, fit, metrics)})
-        log.info("run %s: %s", run.info.run_id, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
-    return TrainResult(run.info.run_id, family, metrics, model, fit.history, fit.best_epoch)
+        run_id = tracking.current_run_id() or run.info.run_id  # differs after a failover to the offline store
+        log.info("run %s: %s", run_id, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
+    return TrainResult(run_id, family, metrics, model, fit.history, fit.best_epoch)

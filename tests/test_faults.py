@@ -6,6 +6,7 @@ Everything runs for real: uvicorn and `ocr` processes on loopback, SQLite, the M
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
@@ -257,7 +258,7 @@ def test_interrupted_training_is_killed_checkpointed_and_resumes_to_the_same_met
     assert resumed == reference_metrics
 
 
-def test_tracking_server_down_during_training_keeps_everything_locally_and_syncs(tmp_path, tiny_overrides):
+def test_tracking_server_down_when_training_starts_keeps_everything_locally_and_syncs(tmp_path, tiny_overrides):
     from mlflow import MlflowClient
 
     down = f"http://127.0.0.1:{free_port()}"
@@ -291,6 +292,90 @@ def test_tracking_server_down_during_training_keeps_everything_locally_and_syncs
     again = subprocess.run([*OCR, "sync"], cwd=ROOT, env=ocr_env(tmp_path, MLFLOW_TRACKING_URI=server),
                            capture_output=True, text=True, timeout=120)
     assert "0 run(s) synced" in again.stdout
+
+
+def start_mlflow_server(tmp_path: Path, port: int) -> subprocess.Popen:
+    """A real `mlflow server` (sqlite backend, proxied artifacts) on loopback; returns once it answers."""
+    log = open(tmp_path / f"mlflow-server-{port}.log", "ab")  # noqa: SIM115 (kept open for the process)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "mlflow", "server", "--backend-store-uri", f"sqlite:///{tmp_path / 'server.db'}",
+         "--artifacts-destination", str(tmp_path / "server-artifacts"), "--host", "127.0.0.1", "--port", str(port),
+         "--workers", "1"], cwd=tmp_path, stdout=log, stderr=subprocess.STDOUT,
+        env={**os.environ, "MLFLOW_SERVER_ENABLE_JOB_EXECUTION": "false"}, start_new_session=True)
+    deadline = time.monotonic() + 120
+    while True:
+        assert proc.poll() is None, (tmp_path / f"mlflow-server-{port}.log").read_text()[-2000:]
+        with contextlib.suppress(httpx.HTTPError):
+            if httpx.get(f"http://127.0.0.1:{port}/health", timeout=1).status_code == 200:
+                return proc
+        assert time.monotonic() < deadline, "mlflow server did not answer within 120 s"
+        time.sleep(0.2)
+
+
+def crash(proc: subprocess.Popen) -> None:
+    """kill -9 the whole process group (the server and its workers)."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=30)
+
+
+def test_tracking_server_lost_mid_training_run_fails_over_to_local_store_and_syncs(tmp_path, tiny_overrides):
+    from mlflow import MlflowClient
+
+    port = free_port()
+    server_uri = f"http://127.0.0.1:{port}"
+    env = ocr_env(tmp_path, MLFLOW_TRACKING_URI=server_uri)
+    env.pop("OCR_MLFLOW_ARTIFACT_ROOT")  # artifacts go through the server, as with a real remote one
+    server = start_mlflow_server(tmp_path, port)
+    epochs = 30
+    try:
+        proc = subprocess.Popen(train_args(tiny_overrides, tmp_path / "m.json", epochs=epochs), cwd=ROOT, env=env,
+                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        deadline = time.monotonic() + 180
+        while not (found := list((tmp_path / "ckpt").glob("*/last.pt"))):  # epoch 1 is done
+            assert proc.poll() is None and time.monotonic() < deadline, "training ended before the server died"
+            time.sleep(0.01)
+        while not MlflowClient(server_uri).get_metric_history(found[0].parent.name, "val_accuracy"):  # and logged
+            assert proc.poll() is None and time.monotonic() < deadline, "training ended before the server died"
+            time.sleep(0.01)
+        crash(server)
+        t_crash = time.monotonic()
+        out, err = proc.communicate(timeout=300)
+        after_crash_s = time.monotonic() - t_crash
+    finally:
+        crash(server)
+    assert proc.returncode == 0, err[-3000:]
+    server_run_id = next((tmp_path / "ckpt").glob("*/last.pt")).parent.name
+    assert f"MLFLOW_TRACKING_URI={server_uri} ocr sync" in out, out[-2000:]
+    assert "Traceback" not in err, err[-3000:]
+    offline = MlflowClient(f"sqlite:///{tmp_path / 'offline' / 'mlflow.db'}")
+    [run] = offline.search_runs([e.experiment_id for e in offline.search_experiments()])
+    assert run.info.status == "FINISHED" and run.data.tags["server_run_id"] == server_run_id
+    assert run.data.tags["offline_for"] == server_uri and run.data.params["epochs"] == str(epochs)
+    steps = [m.step for m in offline.get_metric_history(run.info.run_id, "val_accuracy")]
+    assert steps == list(range(1, epochs + 2))  # every epoch (those logged before the crash replayed) + final
+    assert {"params.json", "plots"} <= {a.path for a in offline.list_artifacts(run.info.run_id)}
+    assert run.outputs.model_outputs  # the logged model (MLflow 3 keeps it beside the run's artifacts)
+    metrics = json.loads((tmp_path / "m.json").read_text())
+    assert run.data.metrics["test_accuracy"] == pytest.approx(metrics["test_accuracy"])
+
+    server = start_mlflow_server(tmp_path, port)  # the server is back, same store
+    try:
+        synced = subprocess.run([*OCR, "sync"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+        assert synced.returncode == 0 and "1 run(s) synced" in synced.stdout, synced.stderr[-2000:]
+        target = MlflowClient(server_uri)
+        partial = target.get_run(server_run_id)
+        copy_id = partial.data.tags["continued_as"]
+        copy = target.get_run(copy_id)
+        copied = [(m.step, m.value) for m in target.get_metric_history(copy_id, "val_accuracy")]
+        artifacts = {a.path for a in target.list_artifacts(copy_id)}
+    finally:
+        crash(server)
+    assert partial.info.status == "FAILED" and 1 <= len(partial.data.metrics) and copy.info.status == "FINISHED"
+    assert copied == [(m.step, m.value) for m in offline.get_metric_history(run.info.run_id, "val_accuracy")]
+    assert {"params.json", "model", "plots"} <= artifacts
+    print(f"\ntracking server killed after epoch 1 of {epochs}: training went on {after_crash_s:.1f} s, finished, "
+          f"kept {len(steps)} val_accuracy points offline, synced as {copy_id}; partial server run marked FAILED")
 
 
 def test_corrupted_data_is_detected_by_hash_with_the_repair_command(tmp_path, tiny_data_dir, tiny_overrides):
