@@ -6,8 +6,9 @@ import logging
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse
+from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 
 from app.inputs import ApiError
 from app.middleware import BodyTooLarge
@@ -32,6 +33,9 @@ def _validation_sentence(exc: RequestValidationError) -> str:
     more = f" (and {len(errors) - 1} more problems)" if len(errors) > 1 else ""
     return f"{where}: {first.get('msg', 'invalid value')}{more}."
 
+
+# nginx's code for "client closed request": nobody receives the response; the metrics count it apart.
+CLIENT_CLOSED = 499
 
 _FRAMEWORK_DETAILS = {
     "Not Found": "There is no such endpoint; the API is described at /docs.",
@@ -74,6 +78,11 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(StarletteHTTPException)
     async def _http(_: Request, exc: StarletteHTTPException) -> JSONResponse:
         return _json(exc.status_code, _http_sentence(exc), getattr(exc, "headers", None))
+
+    @app.exception_handler(ClientDisconnect)
+    async def _gone(request: Request, _: ClientDisconnect) -> Response:
+        log.info("client left during %s %s before its request body was complete", request.method, request.url.path)
+        return Response(status_code=CLIENT_CLOSED)
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:

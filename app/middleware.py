@@ -120,8 +120,9 @@ class RequestObserver:
                                                          else "unmatched")
             self.metrics.observe_request(endpoint, scope.get("method", ""), status, elapsed)
             client = scope.get("client") or ("-", 0)
-            log.info(json.dumps({"method": scope.get("method"), "path": scope.get("path"), "endpoint": endpoint,
-                                 "status": status, "ms": round(elapsed * 1000, 2), "client": client[0]}))
+            if log.isEnabledFor(logging.INFO):  # the line costs a JSON encode per request; skip it when unseen
+                log.info(json.dumps({"method": scope.get("method"), "path": scope.get("path"), "endpoint": endpoint,
+                                     "status": status, "ms": round(elapsed * 1000, 2), "client": client[0]}))
 
 
 class StartupErrorLine:

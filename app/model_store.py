@@ -122,16 +122,12 @@ def smoke_test(model: LoadedModel) -> None:
 
 def load_model_dir(folder: Path, *, threads: int, source: str, alias: str | None = None) -> LoadedModel:
     """Load and smoke-test the model in `folder` (model.onnx + spec.json); `ModelLoadError` if unusable."""
-    import onnxruntime as ort
+    from cnn_ocr.quantize import make_session
 
     folder = Path(folder)
     spec = _read_spec(folder)
-    opts = ort.SessionOptions()
-    opts.intra_op_num_threads = threads
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    try:
-        session = ort.InferenceSession(str(folder / ONNX_FILE), opts, providers=["CPUExecutionProvider"])
+    try:  # the session the inference benchmark measures: full graph optimization, no spinning threads
+        session = make_session(folder / ONNX_FILE, threads)
     except Exception as exc:
         raise ModelLoadError(f"{folder / ONNX_FILE} cannot be loaded by ONNX Runtime: "
                              f"{str(exc).splitlines()[0][:200]}") from None

@@ -21,8 +21,8 @@ STATIC_DIR = Path(__file__).resolve().parent / "static"
 router = APIRouter()
 
 
-def get_service(request: Request) -> OcrService:
-    """The app's service object (created in the lifespan)."""
+async def get_service(request: Request) -> OcrService:
+    """The app's service object (created in the lifespan); async, so FastAPI calls it without a thread hop."""
     service = getattr(request.app.state, "service", None)
     if service is None:
         raise ApiError(503, "The service is starting; try again shortly.")

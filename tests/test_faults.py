@@ -9,6 +9,7 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 import shutil
 import signal
 import socket
@@ -155,6 +156,38 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(tmp_path, service_model
     print(f"\nSIGTERM with 4 requests in flight: {statuses}; exit code {code}")
     assert statuses == ["HTTP/1.1 200 OK"] * 4, log_path.read_text()[-2000:]
     assert code == 0, log_path.read_text()[-2000:]
+
+
+def test_clients_leaving_mid_upload_cost_no_traceback_and_the_service_stays_up(tmp_path, service_model_dir,
+                                                                                mnist_splits):
+    """A load generator stopping, a phone losing signal: the body ends early. Quietly dropped, never a 500."""
+    from benchmarks.service import _multipart, _png
+
+    log_path = tmp_path / "serve.log"
+    body_file = tmp_path / "body"
+    ctype = _multipart(_png(255 - mnist_splits.test_x[0]), body_file)
+    body = body_file.read_bytes()
+    env = {"OCR_MODEL_PATH": str(service_model_dir), "OCR_FEEDBACK_DB": str(tmp_path / "f.db")}
+    with live_server(env, log_path) as base:
+        port = int(base.rsplit(":", 1)[1])
+        for path, payload, kind in (("/predict", body, ctype), ("/read", body, ctype),
+                                    ("/predict", b'{"pixels": [[0, 0', "application/json")):
+            for _ in range(3):
+                with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
+                    sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\n"
+                                 f"Content-Length: {len(payload) + 1000}\r\n\r\n".encode() + payload[: len(payload) // 2])
+                    time.sleep(0.05)
+        time.sleep(0.5)
+        ok = httpx.post(f"{base}/predict", files={"file": ("d.png", _png(255 - mnist_splits.test_x[0]), "image/png")})
+        metrics = httpx.get(f"{base}/metrics").text
+    text = log_path.read_text()
+    left = {path: float(re.search(rf'ocr_requests_total{{endpoint="{path}",method="POST",status="499"}} (\S+)',
+                                  metrics).group(1)) for path in ("/predict", "/read")}
+    print(f"\n9 clients left mid-upload: counted as 499 {left}, {text.count('Traceback')} tracebacks in the log; "
+          f"next request {ok.status_code}")
+    assert ok.status_code == 200 and ok.json()["digit"] == int(mnist_splits.test_y[0])
+    assert "Traceback" not in text and "Exception in ASGI application" not in text, text[-3000:]
+    assert left == {"/predict": 6, "/read": 3} and 'status="500"' not in metrics
 
 
 def test_feedback_survives_kill_9(tmp_path, service_model_dir, mnist_splits):
