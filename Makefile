@@ -40,7 +40,7 @@ train: data
 	dvc metrics show
 
 # The main job. PROFILE=full (default): `dvc repro` runs the whole lifecycle (data -> three models -> tuning
-# -> selection/registration/ONNX export -> report) into the project's stores, then the service starts.
+# -> ensemble of the best CNN runs -> selection/registration/ONNX export -> report) into the project's stores, then the service starts.
 # PROFILE=quick: the same lifecycle on small slices (params profile `quick`) in its own stores under outputs/quick.
 PROFILE ?= full
 QUICK_DIR := outputs/quick
@@ -55,6 +55,7 @@ ifeq ($(PROFILE),quick)
 	$(QUICK) train --model svm $(Q) --metrics-out $(QUICK_DIR)/metrics/svm.json
 	$(QUICK) train --model improved_cnn $(Q) --metrics-out $(QUICK_DIR)/metrics/improved_cnn.json
 	$(QUICK) tune $(Q)
+	$(QUICK) ensemble $(Q) --metrics-out $(QUICK_DIR)/metrics/ensemble.json
 	$(QUICK) select $(Q) --summary-out $(QUICK_DIR)/metrics/production.json
 	$(QUICK) export --alias production $(Q) --out $(QUICK_DIR)/production
 	$(QUICK) report $(Q) --out $(QUICK_DIR)/README_experiments.md

@@ -201,9 +201,15 @@ class TuneParams(Strict):
         return self
 
 
+class EnsembleParams(Strict):
+    members: int = Field(3, ge=2, le=10)  # best finished CNN runs (by validation accuracy) averaged
+    experiment: str = Field("ensembles", min_length=1)  # where `ocr ensemble` logs its runs
+    member_experiments: list[str] = ["baseline-models", "improved-cnn", "hyperparameter-tuning"]
+
+
 class SelectParams(Strict):
     registered_model: str = Field("OCR-Production-Model", min_length=1)
-    experiments: list[str] = ["baseline-models", "improved-cnn", "hyperparameter-tuning"]  # candidate runs
+    experiments: list[str] = ["baseline-models", "improved-cnn", "hyperparameter-tuning", "ensembles"]  # candidates
     margin_pp: float = Field(0.05, ge=0, le=100)  # test-accuracy points a candidate must gain over production
     latency_budget_ms: float = Field(5.0, gt=0)  # max inference_ms_per_image (batch 1, CPU median)
 
@@ -220,6 +226,7 @@ class Params(Strict):
     data: DataParams = DataParams()
     models: ModelsParams = ModelsParams()
     tune: TuneParams = TuneParams()
+    ensemble: EnsembleParams = EnsembleParams()
     select: SelectParams = SelectParams()
     export: ExportParams = ExportParams()
     profile: str | None = None  # name of a `profiles` entry applied under the explicit overrides

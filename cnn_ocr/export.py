@@ -33,7 +33,7 @@ OUTPUT_NAME = "logits"
 OPSET = 17
 FORMAT_VERSION = 1
 LABELS = list(range(10))
-CNN_FAMILIES = ("base_cnn", "improved_cnn")
+CNN_FAMILIES = ("base_cnn", "improved_cnn", "ensemble")
 SKLEARN_FAMILIES = ("svm",)
 _BATCH = 512
 

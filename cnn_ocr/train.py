@@ -137,7 +137,7 @@ def _val_train_metrics(model: Any, family: str, params: Params, splits: Splits, 
     }
 
 
-def _final_metrics(model: Any, family: str, params: Params, splits: Splits, device: str,
+def final_metrics(model: Any, family: str, params: Params, splits: Splits, device: str,
                    train_idx: np.ndarray, fit: FitResult) -> tuple[dict[str, float], np.ndarray, np.ndarray]:
     """Score the kept model on test / validation / a training subset; returns metrics, test preds, confusion."""
     from cnn_ocr.calibration import nll
@@ -166,7 +166,7 @@ def _final_metrics(model: Any, family: str, params: Params, splits: Splits, devi
     return m, test_pred, cm
 
 
-def _log_outputs(model: Any, family: str, params: Params, splits: Splits, fit: FitResult,
+def log_outputs(model: Any, family: str, params: Params, splits: Splits, fit: FitResult,
                  metrics: dict[str, float], test_pred: np.ndarray, cm: np.ndarray) -> None:
     tracking.log_metrics(metrics, step=fit.epochs_run + 1)
     rows = evaluate.per_digit_metrics(cm)
@@ -174,10 +174,13 @@ def _log_outputs(model: Any, family: str, params: Params, splits: Splits, fit: F
     tracking.log_dict({"confusion_matrix": cm.tolist(), "per_digit": rows}, "evaluation.json")
     tracking.log_dict({"history": fit.history, "best_epoch": fit.best_epoch}, "history.json")
     title = f"{family} on {splits.name}"
-    for fig, path in ((plots.learning_curve(fit.history, fit.best_epoch, title), "plots/learning_curve.png"),
-                      (plots.confusion_matrix_figure(cm, f"{title}: test confusion matrix"), "plots/confusion_matrix.png"),
-                      (plots.misclassified_grid(splits.test_x, splits.test_y, test_pred,
-                                                params.models.evaluation.misclassified_shown), "plots/misclassified.png")):
+    figures = [(lambda: plots.confusion_matrix_figure(cm, f"{title}: test confusion matrix"), "plots/confusion_matrix.png"),
+               (lambda: plots.misclassified_grid(splits.test_x, splits.test_y, test_pred,
+                                                 params.models.evaluation.misclassified_shown), "plots/misclassified.png")]
+    if fit.history:  # an ensemble has no epochs of its own
+        figures.insert(0, (lambda: plots.learning_curve(fit.history, fit.best_epoch, title), "plots/learning_curve.png"))
+    for draw, path in figures:
+        fig = draw()
         tracking.log_figure(fig, path)
         plots.close(fig)
     example = to_model_input(splits.test_x[:2])
@@ -244,8 +247,8 @@ def train_model(
                 model, fit = _fit_torch(family, params, splits, device, on_epoch, step_callback, saver, resume)
         else:
             model, fit = _fit_svm(params, splits, train_idx, on_epoch)
-        metrics, test_pred, cm = _final_metrics(model, family, params, splits, device, train_idx, fit)
-        _log_outputs(model, family, params, splits, fit, metrics, test_pred, cm)
+        metrics, test_pred, cm = final_metrics(model, family, params, splits, device, train_idx, fit)
+        log_outputs(model, family, params, splits, fit, metrics, test_pred, cm)
         tracking.set_tags({"best_epoch": fit.best_epoch, "stopped_early": str(fit.stopped_early).lower(),
                            "restored_best_weights": str(fit.restored_best).lower(),
                            "mlflow.note.content": _summary(family, splits, device, fit, metrics)})

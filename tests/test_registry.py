@@ -169,3 +169,35 @@ def test_missing_run_and_version_are_one_line_errors(tracking_uri, tiny_override
     res = cli.invoke(app, ["export"])
     assert res.exit_code == 2 and "exactly one of" in res.output
 
+
+
+def test_ensemble_of_cnn_runs_is_scored_logged_and_a_production_candidate(tracking_uri, tiny_splits, tiny_data_dir,
+                                                                           tiny_overrides):
+    """`ocr ensemble` averages the best CNN runs (by validation accuracy; the SVM is no member), logs a run that
+    `ocr select` ranks with the others, and registers as one ONNX graph that matches PyTorch."""
+    from cnn_ocr import evaluate, tracking
+    from cnn_ocr.cli import app
+    from cnn_ocr.preprocess import to_model_input
+    from cnn_ocr.train import train_model
+
+    params = load_params(overrides=tiny_overrides)
+    first = train_model("base_cnn", params, splits=tiny_splits)
+    few = CliRunner().invoke(app, ["ensemble", *[a for o in tiny_overrides for a in ("--set", o)]])
+    assert few.exit_code == 1 and "at least 2 finished CNN runs" in few.output and "Traceback" not in few.output
+    runs = [first, train_model("improved_cnn", params, splits=tiny_splits), train_model("svm", params, splits=tiny_splits)]
+
+    done = CliRunner().invoke(app, ["ensemble", *[a for o in tiny_overrides for a in ("--set", o)]])
+    assert done.exit_code == 0, done.output
+    [ens] = registry.search_runs([params.ensemble.experiment])
+    assert ens.tags["family"] == "ensemble" and ens.status == "FINISHED"
+    assert sorted(ens.tags["members"].split(",")) == sorted(r.run_id for r in runs[:2])  # CNNs only
+    logits = [evaluate.class_scores(tracking.load_model(r.run_id), to_model_input(tiny_splits.test_x)) for r in runs[:2]]
+    probs = np.mean([np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)
+                     for z in logits], axis=0)
+    assert ens.metrics["test_accuracy"] == pytest.approx(np.mean(probs.argmax(1) == tiny_splits.test_y))
+    assert {"test_accuracy", "val_accuracy", "overfit_gap", "inference_ms_per_image"} <= set(ens.metrics)
+
+    ranked = select.rank_candidates(registry.search_runs(params.select.experiments), params.select.latency_budget_ms)
+    assert ens.run_id in [c.run.run_id for c in ranked]
+    info, created = select.register_run(ens.run_id, params)
+    assert created and info.tags["family"] == "ensemble" and float(info.tags["onnx_parity_max_abs_diff"]) <= 1e-4

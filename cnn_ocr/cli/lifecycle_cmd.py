@@ -131,6 +131,37 @@ def select(
         atomic_write_bytes(summary_out, (json.dumps(summary, indent=2) + "\n").encode())
 
 
+def ensemble(
+    run: Annotated[list[str] | None, typer.Option("--run", help="Member run id (repeat; default: the best "
+                                                                "`ensemble.members` CNN runs by validation accuracy).")] = None,
+    members: Annotated[int | None, typer.Option("--members", min=2, max=10, help="How many runs to average "
+                                                                                 "(default: ensemble.members).")] = None,
+    metrics_out: Annotated[Path | None, typer.Option("--metrics-out", help="Final metrics as JSON (DVC metrics).")] = None,
+    params: ParamsOpt = Path("params.yaml"),
+    set_: SetOpt = None,
+) -> None:
+    """Average the probabilities of finished CNN runs into one model, scored and logged as a run of its own."""
+    import json
+
+    from cnn_ocr.data.atomic import atomic_write_bytes
+    from cnn_ocr.ensembling import EnsembleError, build_ensemble
+
+    setup_logging()
+    p = params_or_fail(params, (set_ or []) + ([f"ensemble.members={members}"] if members else []))
+    with _one_line_errors():
+        try:
+            result = build_ensemble(p, run)
+        except EnsembleError as exc:
+            fail(str(exc))
+    m = result.metrics
+    console.print(f"ensemble run {result.run_id} in experiment {p.ensemble.experiment}: test accuracy "
+                  f"{m['test_accuracy']:.2%} (best member {m['best_member_test_accuracy']:.2%}), validation "
+                  f"{m['val_accuracy']:.2%}, gap {m['overfit_gap']:.2f} points, {m['inference_ms_per_image']:.2f} ms "
+                  f"per image; `ocr select` ranks it with the other runs", highlight=False)
+    if metrics_out is not None:
+        atomic_write_bytes(metrics_out, (json.dumps(m, indent=2, sort_keys=True) + "\n").encode())
+
+
 def rollback(
     to: Annotated[int | None, typer.Option("--to", min=1, help="Version to roll back to (default: the previous one).")] = None,
     reason: Annotated[str, typer.Option("--reason", help="Why (kept in the history).")] = "",
@@ -262,6 +293,7 @@ def register(app: typer.Typer) -> None:
     """Add the lifecycle commands to the `ocr` app."""
     app.command("tune")(tune)
     app.command("register")(register_cmd)
+    app.command("ensemble")(ensemble)
     app.command("select")(select)
     app.command("rollback")(rollback)
     app.command("export")(export)

@@ -12,6 +12,8 @@ from typing import Any
 
 FAMILIES: tuple[str, ...] = ("base_cnn", "svm", "improved_cnn")
 TORCH_FAMILIES: frozenset[str] = frozenset({"base_cnn", "improved_cnn"})
+# Not a trainable family: finished CNN runs averaged by `ocr ensemble` (cnn_ocr/models/ensemble.py).
+ENSEMBLE = "ensemble"
 
 
 def check_family(family: str) -> str:
@@ -22,8 +24,8 @@ def check_family(family: str) -> str:
 
 
 def is_torch(family: str) -> bool:
-    """True when the family is a PyTorch network (trained by the epoch loop)."""
-    return check_family(family) in TORCH_FAMILIES
+    """True when the family is a PyTorch network (trained by the epoch loop, or an ensemble of such)."""
+    return family == ENSEMBLE or check_family(family) in TORCH_FAMILIES
 
 
 def build(family: str, family_params: Any) -> Any:
