@@ -13,7 +13,7 @@ from cnn_ocr.registry import PRODUCTION, RegistryError, RunRecord
 if TYPE_CHECKING:
     from cnn_ocr.report import Doc
 
-TITLES = {"base_cnn": "Base CNN", "svm": "SVM", "improved_cnn": "Improved CNN"}
+TITLES = {"base_cnn": "Base CNN", "svm": "SVM", "improved_cnn": "Improved CNN", "ensemble": "Ensemble of CNNs"}
 HYPERPARAMS = {
     "base_cnn": [("conv_filters", "Conv filters per layer"), ("kernel_size", "Kernel size"),
                  ("dense_units", "Dense units"), ("dropout", "Dropout"), ("lr", "Adam learning rate"),
@@ -168,6 +168,23 @@ def _tuning(doc: Doc, runs: list[RunRecord], baseline: RunRecord | None, dataset
     return final
 
 
+def _ensemble(doc: Doc, runs: list[RunRecord], dataset: str) -> None:
+    run = best_run(runs, "ensemble", dataset)
+    if run is None:
+        doc.add("### Experiment 4: Ensemble", "", "_No ensemble yet: `ocr ensemble`._", "")
+        return
+    doc.add(f"### Experiment 4: Ensemble ({doc.v('date', ('start', run, ''))})",
+            f"- Run: {_ident(run)}: the averaged probabilities of the best finished CNN runs by validation "
+            f"accuracy: `{doc.v('raw', ('tag', run, 'members'))}`; best member's test accuracy "
+            f"{doc.metric(run, 'best_member_test_accuracy', 'pct')}")
+    _results(doc, run, "")
+    image = doc.figure(run, "plots/confusion_matrix.png", "exp4-ensemble-confusion_matrix.png",
+                       "Ensemble confusion matrix")
+    if image:
+        doc.add(f"- Confusion matrix: {image}")
+    doc.add("")
+
+
 def _production(doc: Doc, params: Params) -> None:
     name = params.select.registered_model
     doc.add("## Production Model Selection")
@@ -210,11 +227,13 @@ def render(doc: Doc, params: Params) -> None:
             "- **Goal**: Train and evaluate models for handwritten digit recognition (MNIST dataset)",
             "- **Models Tested**:", "  - Base CNN (Convolutional Neural Network)", "  - SVM (Support Vector Machine)",
             "  - Improved CNN (with batch normalization and dropout)",
+            "  - Ensemble of the best CNN runs (averaged probabilities)",
             "- **Key Metrics**: Test accuracy, training accuracy, validation accuracy, training loss, overfitting gap",
             "- **Tracking Tool**: MLflow (`ocr ui` opens the dashboard on this store)", "",
             "## Experiment Details", "")
     _experiment(doc, 1, "Baseline Models", base, ["base_cnn", "svm"], dataset, "exp1")
     shown = _experiment(doc, 2, "Improved CNN", improved, ["improved_cnn"], dataset, "exp2")
     _tuning(doc, tuning, shown.get("improved_cnn"), dataset)
+    _ensemble(doc, registry.search_runs([params.ensemble.experiment]), dataset)
     _production(doc, params)
     doc.add("## MLflow Workflow", WORKFLOW)
