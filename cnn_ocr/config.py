@@ -108,7 +108,7 @@ class BaseCnnParams(TorchTrainParams):
 class ImprovedCnnParams(TorchTrainParams):
     data_version: DataVersionName = "v3.0"
     lr: float = Field(0.0005, gt=0, le=1)
-    epochs: int = Field(15, ge=1, le=500)
+    epochs: int = Field(20, ge=1, le=500)
     patience: int | None = Field(4, ge=1)
     epoch_samples: int | None = Field(60000, ge=1)
     lr_schedule: Literal["constant", "onecycle"] = "onecycle"
