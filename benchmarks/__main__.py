@@ -24,12 +24,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--no-readme", action="store_true", help="do not refresh the README table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
-    from benchmarks import readme_table
+    from benchmarks import common, readme_table
     from benchmarks.common import RESULTS_DIR
 
     out = args.out or (RESULTS_DIR / "smoke" if args.smoke else RESULTS_DIR)  # smoke never replaces real figures
     names = NAMES if args.name == "all" else () if args.name == "readme" else (args.name,)
     for name in names:
+        common.mark_start()
         try:
             extra = {}
             if name == "training":

@@ -67,10 +67,22 @@ def torch_device() -> str:
     return f"cuda ({torch.cuda.get_device_name(0)})" if torch.cuda.is_available() else "cpu"
 
 
+_START_LOAD: dict[str, float] = {}
+
+
+def _load_1m() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+
+
+def mark_start() -> None:
+    """Record the 1-minute load average now, before a benchmark adds its own load."""
+    _START_LOAD["1m"] = _load_1m()
+
+
 def environment(device: str) -> dict[str, Any]:
-    """The machine block of a result."""
+    """The machine block of a result (the load average recorded by `mark_start`, else the current one)."""
     commit, dirty = git_commit()
-    load = os.getloadavg() if hasattr(os, "getloadavg") else (0.0, 0.0, 0.0)
+    load = (_START_LOAD.get("1m", _load_1m()),)
     return {
         "machine": platform.node(), "platform": platform.platform(), "cpu_model": cpu_model(),
         "cores": core_count(), "device": device, "load_average_1m_at_start": round(load[0], 2),
