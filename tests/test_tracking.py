@@ -48,6 +48,27 @@ def test_git_tags_name_the_commit():
     assert tags["git_dirty"] in {"true", "false"}
 
 
+def test_git_dirty_counts_code_changes_not_the_pipeline_outputs(tmp_path, monkeypatch):
+    import subprocess
+
+    def git(*args: str) -> None:
+        subprocess.run(["git", "-c", "user.name=t", "-c", "user.email=t@t", *args], cwd=tmp_path, check=True,
+                       capture_output=True)
+
+    (tmp_path / "metrics").mkdir()
+    (tmp_path / "metrics" / "m.json").write_text("{}")
+    (tmp_path / "train.py").write_text("x = 1\n")
+    git("init", "-q")
+    git("add", ".")
+    git("commit", "-qm", "init")
+    monkeypatch.chdir(tmp_path)
+    assert tracking.git_tags()["git_dirty"] == "false"
+    (tmp_path / "metrics" / "m.json").write_text('{"test_accuracy": 0.99}')  # a stage rewrote its metrics
+    assert tracking.git_tags()["git_dirty"] == "false"
+    (tmp_path / "train.py").write_text("x = 2\n")
+    assert tracking.git_tags()["git_dirty"] == "true"
+
+
 def _status(uri: str, run_id: str):
     run = MlflowClient(uri).get_run(run_id)
     return run.info.status, run.data.tags
