@@ -12,8 +12,6 @@ from __future__ import annotations
 import json
 import logging
 
-import numpy as np
-
 from cnn_ocr import registry, tracking
 from cnn_ocr.config import Params
 from cnn_ocr.data import load_version
@@ -21,7 +19,7 @@ from cnn_ocr.fit import FitResult
 from cnn_ocr.models import ENSEMBLE, TORCH_FAMILIES
 from cnn_ocr.registry import RunRecord
 from cnn_ocr.select import is_candidate
-from cnn_ocr.train import TrainResult, final_metrics, log_outputs
+from cnn_ocr.train import TrainResult, final_metrics, log_outputs, train_eval_indices
 
 log = logging.getLogger(__name__)
 
@@ -62,8 +60,7 @@ def build_ensemble(params: Params, run_ids: list[str] | None = None) -> TrainRes
     data_name = members[0].tags.get("data_version", "v2.0")  # validation and test splits are shared by versions
     splits = load_version(data_name.split("+")[0], params.data)  # a feedback-extended name: its base version
     model = Ensemble([tracking.load_model(m.run_id) for m in members]).eval()
-    n_eval = min(params.models.evaluation.train_eval_samples, len(splits.train_y))
-    train_idx = np.sort(np.random.default_rng(params.seed).choice(len(splits.train_y), n_eval, replace=False))
+    train_idx = train_eval_indices(len(splits.train_y), params)
     fit = FitResult(train_time_s=float(sum(m.metrics.get("training_time_s", 0.0) for m in members)))
     ids = [m.run_id for m in members]
     tags = {**splits.version.as_tags(), **tracking.git_tags(), "family": ENSEMBLE, "device": "cpu",

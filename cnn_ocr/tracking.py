@@ -241,7 +241,6 @@ def _fail_over() -> None:
         experiment_id = ensure_experiment(frame["experiment"])
         run = mlflow.start_run(experiment_id=experiment_id, run_name=frame["run_name"], tags=tags,
                                nested=frame["nested"])
-        frame["run_id"] = run.info.run_id
         for func, args, kwargs in frame["calls"]:
             func(*args, **kwargs)
         log.warning("run %s continues offline as run %s (%d logging calls replayed)", frame["server_run_id"],

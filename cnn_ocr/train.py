@@ -52,6 +52,12 @@ def _cap_train(splits: Splits, limit: int | None, seed: int) -> Splits:
     return replace(splits, train_x=splits.train_x[idx], train_y=splits.train_y[idx])
 
 
+def train_eval_indices(n_train: int, params: Params) -> np.ndarray:
+    """The seeded training subset scored for train_accuracy / overfit_gap (`evaluation.train_eval_samples`)."""
+    n_eval = min(params.models.evaluation.train_eval_samples, n_train)
+    return np.sort(np.random.default_rng(params.seed).choice(n_train, n_eval, replace=False))
+
+
 def _digest(x: np.ndarray, y: np.ndarray) -> str:
     h = hashlib.sha256()
     for arr in (x, y):
@@ -231,8 +237,7 @@ def train_model(
         device = torch_loop.resolve_device(params.device)
         if device == "cpu":
             torch_loop.use_all_cores()
-    n_eval = min(params.models.evaluation.train_eval_samples, len(splits.train_y))
-    train_idx = np.sort(np.random.default_rng(params.seed).choice(len(splits.train_y), n_eval, replace=False))
+    train_idx = train_eval_indices(len(splits.train_y), params)
     run_tags = {**splits.version.as_tags(), **tracking.git_tags(), "family": family, "device": device, **(tags or {})}
     run_tags = {k: str(v) for k, v in run_tags.items()}
     with tracking.tracked_run(experiment or tracking.FAMILY_EXPERIMENTS[family], run_name or f"{family}-{splits.name}",

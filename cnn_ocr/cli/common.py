@@ -15,6 +15,8 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Params file to read.")]
+INT_METRICS = {"best_epoch", "epochs_run", "n_parameters", "model_size_bytes"}
+
 SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a parameter, e.g. --set models.improved_cnn.lr=3e-4 (repeatable)."),
@@ -39,3 +41,13 @@ def setup_logging(verbose: bool = False) -> None:
     """Plain one-line log records on stderr."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(levelname)s %(name)s: %(message)s")
+
+
+def write_metrics(path: Path, metrics: dict[str, float]) -> None:
+    """A run's final metrics as JSON (a DVC metrics file): counts as integers, the rest to 6 decimals."""
+    import json
+
+    from cnn_ocr.data.atomic import atomic_write_bytes
+
+    payload = {k: int(v) if k in INT_METRICS else round(float(v), 6) for k, v in metrics.items()}
+    atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())

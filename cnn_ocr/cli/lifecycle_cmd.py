@@ -10,7 +10,16 @@ from typing import Annotated
 import typer
 from rich.table import Table
 
-from cnn_ocr.cli.common import ParamsOpt, SetOpt, console, err_console, fail, params_or_fail, setup_logging
+from cnn_ocr.cli.common import (
+    ParamsOpt,
+    SetOpt,
+    console,
+    err_console,
+    fail,
+    params_or_fail,
+    setup_logging,
+    write_metrics,
+)
 from cnn_ocr.models import FAMILIES
 
 models_app = typer.Typer(help="Inspect and manage versions of the registered model.", no_args_is_help=True)
@@ -24,6 +33,7 @@ def _one_line_errors() -> Iterator[None]:
     """Turn the lifecycle's expected failures into one clear line and a non-zero exit."""
     from cnn_ocr.config import ConfigError
     from cnn_ocr.data.raw_store import CacheError
+    from cnn_ocr.ensembling import EnsembleError
     from cnn_ocr.export import ExportError
     from cnn_ocr.registry import RegistryError
     from cnn_ocr.reproduce import ReproduceError
@@ -32,7 +42,8 @@ def _one_line_errors() -> Iterator[None]:
 
     try:
         yield
-    except (ConfigError, CacheError, ExportError, RegistryError, ReproduceError, SelectionError, TuningError) as exc:
+    except (ConfigError, CacheError, EnsembleError, ExportError, RegistryError, ReproduceError, SelectionError,
+            TuningError) as exc:
         fail(str(exc))
 
 
@@ -141,25 +152,19 @@ def ensemble(
     set_: SetOpt = None,
 ) -> None:
     """Average the probabilities of finished CNN runs into one model, scored and logged as a run of its own."""
-    import json
-
-    from cnn_ocr.data.atomic import atomic_write_bytes
-    from cnn_ocr.ensembling import EnsembleError, build_ensemble
+    from cnn_ocr.ensembling import build_ensemble
 
     setup_logging()
     p = params_or_fail(params, (set_ or []) + ([f"ensemble.members={members}"] if members else []))
     with _one_line_errors():
-        try:
-            result = build_ensemble(p, run)
-        except EnsembleError as exc:
-            fail(str(exc))
+        result = build_ensemble(p, run)
     m = result.metrics
     console.print(f"ensemble run {result.run_id} in experiment {p.ensemble.experiment}: test accuracy "
                   f"{m['test_accuracy']:.2%} (best member {m['best_member_test_accuracy']:.2%}), validation "
                   f"{m['val_accuracy']:.2%}, gap {m['overfit_gap']:.2f} points, {m['inference_ms_per_image']:.2f} ms "
                   f"per image; `ocr select` ranks it with the other runs", highlight=False)
     if metrics_out is not None:
-        atomic_write_bytes(metrics_out, (json.dumps(m, indent=2, sort_keys=True) + "\n").encode())
+        write_metrics(metrics_out, m)
 
 
 def rollback(

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 import os
 import signal
 import subprocess
@@ -16,12 +15,11 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cnn_ocr.cli.common import ParamsOpt, SetOpt, console, fail, params_or_fail, setup_logging
+from cnn_ocr.cli.common import ParamsOpt, SetOpt, console, fail, params_or_fail, setup_logging, write_metrics
 from cnn_ocr.models import FAMILIES
 
 PLOT_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
 UI_PORT = 5000
-INT_METRICS = {"best_epoch", "epochs_run", "n_parameters", "model_size_bytes"}
 
 
 class _LiveProgress:
@@ -59,8 +57,7 @@ def _write_outputs(result: Any, metrics_out: Path | None, plots_out: Path | None
     from cnn_ocr.data.atomic import atomic_write_bytes
 
     if metrics_out is not None:
-        payload = {k: int(v) if k in INT_METRICS else round(float(v), 6) for k, v in result.metrics.items()}
-        atomic_write_bytes(metrics_out, (json.dumps(payload, indent=2) + "\n").encode())
+        write_metrics(metrics_out, result.metrics)
     if plots_out is not None:
         buf = io.StringIO()
         writer = csv.writer(buf, lineterminator="\n")
