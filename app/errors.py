@@ -1,4 +1,9 @@
-"""Every error becomes JSON `{"detail": "<one sentence>"}` with the right status; never a traceback."""
+"""Every error becomes JSON `{"detail": "<one sentence>"}` with the right status; never a traceback.
+
+The library (`cnn_ocr`) raises domain errors that know nothing of HTTP; `DOMAIN_STATUS` is the one place
+that says which status answers each of them. `ApiError` is for refusals the HTTP layer itself decides
+(a wrong content type, a missing token, too many requests).
+"""
 
 from __future__ import annotations
 
@@ -10,12 +15,45 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.requests import ClientDisconnect
 
-from app.inputs import ApiError
 from app.middleware import BodyTooLarge
-from cnn_ocr.decode import ImageError
-from cnn_ocr.feedback import FeedbackError
+from app.model_store import NoModelError
+from cnn_ocr.decode import ImageTooLarge, InvalidImage, UndecodableImage, UnsupportedImage
+from cnn_ocr.feedback import InvalidFeedback, NoFeedback, UnknownPrediction
 
 log = logging.getLogger("ocr.errors")
+
+# Each domain error and the status it is answered with (a subclass is answered like its parent).
+DOMAIN_STATUS: dict[type[Exception], int] = {
+    UndecodableImage: 400,
+    UnknownPrediction: 404,
+    NoFeedback: 404,
+    ImageTooLarge: 413,
+    BodyTooLarge: 413,
+    UnsupportedImage: 415,
+    InvalidImage: 422,
+    InvalidFeedback: 422,
+    NoModelError: 503,
+}
+# Errors after which the connection is closed: the rest of an oversized body is never read.
+_CLOSE_CONNECTION = (BodyTooLarge,)
+
+
+class ApiError(Exception):
+    """A refusal decided by the HTTP layer itself: `status`, a one-sentence `detail`, optional headers."""
+
+    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
+        super().__init__(detail)
+        self.status = status
+        self.detail = detail
+        self.headers = headers
+
+
+def status_for(exc: BaseException) -> int | None:
+    """The HTTP status answering a domain error (looked up along its class hierarchy); None if unmapped."""
+    for cls in type(exc).__mro__:
+        if cls in DOMAIN_STATUS:
+            return DOMAIN_STATUS[cls]
+    return None
 
 
 def _json(status: int, detail: str, headers: dict[str, str] | None = None) -> JSONResponse:
@@ -59,17 +97,12 @@ def install_error_handlers(app: FastAPI) -> None:
     async def _api_error(_: Request, exc: ApiError) -> JSONResponse:
         return _json(exc.status, exc.detail, exc.headers)
 
-    @app.exception_handler(ImageError)
-    async def _image_error(_: Request, exc: ImageError) -> JSONResponse:
-        return _json(exc.status, str(exc))
+    async def _domain_error(_: Request, exc: Exception) -> JSONResponse:
+        headers = {"connection": "close"} if isinstance(exc, _CLOSE_CONNECTION) else None
+        return _json(status_for(exc) or 500, str(exc), headers)
 
-    @app.exception_handler(FeedbackError)
-    async def _feedback_error(_: Request, exc: FeedbackError) -> JSONResponse:
-        return _json(exc.status, str(exc))
-
-    @app.exception_handler(BodyTooLarge)
-    async def _too_large(_: Request, exc: BodyTooLarge) -> JSONResponse:
-        return _json(413, str(exc), {"connection": "close"})
+    for error_type in DOMAIN_STATUS:
+        app.add_exception_handler(error_type, _domain_error)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:

@@ -15,22 +15,13 @@ import orjson
 from fastapi import HTTPException, Request
 from starlette.datastructures import UploadFile
 
+from app.errors import ApiError
 from app.settings import Settings
-from cnn_ocr.decode import ImageError
+from cnn_ocr.decode import ImageTooLarge, InvalidImage, UnsupportedImage
 from cnn_ocr.preprocess import pixels_to_gray
 
 _DATA_URL = re.compile(r"^data:([^;,]*)((?:;[^;,]*)*),", re.IGNORECASE)
 _B64_CHARS = re.compile(rb"^[A-Za-z0-9+/_-]*={0,2}$")
-
-
-class ApiError(Exception):
-    """A request the API answers with `status` and a one-sentence `detail`."""
-
-    def __init__(self, status: int, detail: str, headers: dict[str, str] | None = None) -> None:
-        super().__init__(detail)
-        self.status = status
-        self.detail = detail
-        self.headers = headers
 
 
 @dataclass(frozen=True)
@@ -43,26 +34,26 @@ class ImageInput:
 
 
 def decode_base64_image(text: str, max_bytes: int) -> bytes:
-    """Bytes of a base64 string or a `data:image/...;base64,` URL; `ImageError` when it is neither."""
+    """Bytes of a base64 string or a `data:image/...;base64,` URL; an `ImageError` when it is neither."""
     text = text.strip()
     match = _DATA_URL.match(text[:256])
     if match:
         mime, params = match.group(1).strip().lower(), match.group(2).lower()
         if mime and not mime.startswith("image/"):
-            raise ImageError("unsupported", f"The data: URL has type {mime[:40]!r}; only image/* is accepted.")
+            raise UnsupportedImage(f"The data: URL has type {mime[:40]!r}; only image/* is accepted.")
         if ";base64" not in params:
-            raise ImageError("invalid", "The data: URL must be base64-encoded (data:image/png;base64,...).")
+            raise InvalidImage("The data: URL must be base64-encoded (data:image/png;base64,...).")
         text = text[match.end():]
     if len(text) > (max_bytes * 4) // 3 + 8:
-        raise ImageError("too_large", f"The image is larger than the limit of {max_bytes:,} bytes.")
+        raise ImageTooLarge(f"The image is larger than the limit of {max_bytes:,} bytes.")
     raw = "".join(text.split()).encode("ascii", errors="replace")
     if not _B64_CHARS.match(raw):
-        raise ImageError("invalid", "image must be base64 text or a data:image/...;base64 URL.")
+        raise InvalidImage("image must be base64 text or a data:image/...;base64 URL.")
     try:
         alt = b"-_" if (b"-" in raw or b"_" in raw) else None
         return base64.b64decode(raw + b"=" * (-len(raw) % 4), altchars=alt, validate=True)
     except (binascii.Error, ValueError):
-        raise ImageError("invalid", "image is not valid base64.") from None
+        raise InvalidImage("image is not valid base64.") from None
 
 
 def _json_input(body: bytes, settings: Settings) -> ImageInput:
@@ -82,7 +73,7 @@ def _json_input(body: bytes, settings: Settings) -> ImageInput:
 async def _upload_bytes(upload: UploadFile, settings: Settings, label: str) -> bytes:
     data = await upload.read(settings.max_bytes + 1)
     if len(data) > settings.max_bytes:
-        raise ImageError("too_large", f"{label} is larger than the limit of {settings.max_bytes:,} bytes.")
+        raise ImageTooLarge(f"{label} is larger than the limit of {settings.max_bytes:,} bytes.")
     return data
 
 

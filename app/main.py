@@ -1,7 +1,8 @@
 """The OCR service: wiring only. `uvicorn app.main:app` or `ocr serve` runs it.
 
 The model is loaded in the lifespan (never at import); a background task checks the model source every
-`OCR_RELOAD_INTERVAL_S` seconds and swaps in a new version when it passes its smoke test.
+`OCR_RELOAD_INTERVAL_S` seconds and swaps in a new version when it passes its smoke test. What is built
+here is kept on `app.state`, which only `app.deps` reads.
 """
 
 from __future__ import annotations
@@ -9,7 +10,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import FastAPI
 from fastapi.middleware.cors import CORSMiddleware
@@ -18,7 +19,7 @@ from starlette.concurrency import run_in_threadpool
 
 from app.errors import install_error_handlers
 from app.metrics import Metrics
-from app.middleware import BodyLimit, RequestObserver, StartupErrorLine
+from app.middleware import BodyLimit, RequestObserver, StartupErrorLine, body_limit_for
 from app.model_store import ModelInfo, ModelStore, NoModelError, ReloadResult
 from app.ratelimit import RateLimiter
 from app.routes import STATIC_DIR, router
@@ -27,24 +28,13 @@ from app.settings import Settings, get_settings
 from cnn_ocr.feedback import FeedbackStore
 
 log = logging.getLogger("ocr.app")
-_MULTIPART_SLACK = 64 * 1024
 
 
-def _body_limit(settings: Settings):
-    single = (settings.max_bytes * 4) // 3 + _MULTIPART_SLACK  # base64 in JSON is 4/3 of the file
-    batch = settings.max_bytes * settings.batch_limit + _MULTIPART_SLACK * settings.batch_limit
-
-    def limit_for(path: str) -> int:
-        return batch if path.rstrip("/") == "/predict/batch" else single
-
-    return limit_for
-
-
-async def _poll(app: FastAPI, interval: float) -> None:
+async def _poll(reload_now: Callable[[], ReloadResult], interval: float) -> None:
     while True:
         await asyncio.sleep(interval)
         try:
-            await run_in_threadpool(app.state.reload_now)
+            await run_in_threadpool(reload_now)
         except Exception:  # a broken registry must never end the polling
             log.exception("model check failed")
 
@@ -62,7 +52,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 
     def reload_now() -> ReloadResult:
         result = store.reload()
-        metrics.reloads.labels(result=result.status).inc()
+        metrics.observe_reload(result.status)
         return result
 
     first = await run_in_threadpool(reload_now)
@@ -74,7 +64,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
     feedback = FeedbackStore(settings.feedback_db, settings.prediction_retention_s)
     app.state.reload_now = reload_now
     app.state.service = OcrService(settings, store, feedback, metrics)
-    poller = asyncio.create_task(_poll(app, settings.reload_interval_s)) if settings.reload_interval_s > 0 else None
+    poller = asyncio.create_task(_poll(reload_now, settings.reload_interval_s)) if settings.reload_interval_s > 0 else None
     try:
         yield
     finally:
@@ -102,7 +92,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],
                            allow_headers=["Content-Type", "Authorization"])
-    app.add_middleware(BodyLimit, limit_for=_body_limit(settings))
+    app.add_middleware(BodyLimit, limit_for=body_limit_for(settings))
     app.add_middleware(RequestObserver, metrics=app.state.metrics)
     app.add_middleware(StartupErrorLine, state=app.state)
     return app

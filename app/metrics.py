@@ -1,14 +1,19 @@
-"""Prometheus metrics of one app instance (its own registry, so several apps can live in one process)."""
+"""Prometheus metrics of one app instance (its own registry, so several apps can live in one process).
+
+The rest of the app changes counters only through `Metrics`' methods; nothing else imports prometheus_client.
+"""
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram, Info, generate_latest
+from prometheus_client import CONTENT_TYPE_LATEST, CollectorRegistry, Counter, Histogram, Info, generate_latest
 
 LATENCY_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0)
 
 
 class Metrics:
     """Request counts and latencies, predictions, model version and reloads."""
+
+    content_type = CONTENT_TYPE_LATEST  # of `render()`'s text
 
     def __init__(self) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
@@ -36,6 +41,14 @@ class Metrics:
     def observe_prediction(self, digit: int | None, status: str) -> None:
         """Count one answered digit."""
         self.predictions.labels(digit="none" if digit is None else str(digit), status=status).inc()
+
+    def observe_reload(self, result: str) -> None:
+        """Count one model check by its result: reloaded, unchanged or refused."""
+        self.reloads.labels(result=result).inc()
+
+    def observe_feedback(self, agrees: bool) -> None:
+        """Count one stored correction by whether it agrees with the model's answer."""
+        self.feedback.labels(agrees=str(agrees).lower()).inc()
 
     def set_model(self, name: str, version: str, alias: str | None, source: str) -> None:
         """Publish the served model as an info metric."""

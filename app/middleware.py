@@ -12,8 +12,10 @@ from collections.abc import Callable
 from typing import Any
 
 from app.metrics import Metrics
+from app.settings import Settings
 
 log = logging.getLogger("ocr.access")
+_MULTIPART_SLACK = 64 * 1024
 
 Scope = dict[str, Any]
 ASGIApp = Callable[..., Any]
@@ -46,6 +48,17 @@ async def _send_json(send: Callable, status: int, detail: str) -> None:
                 "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode()),
                             (b"connection", b"close"), *SECURITY_HEADERS]})
     await send({"type": "http.response.body", "body": body})
+
+
+def body_limit_for(settings: Settings) -> Callable[[str], int]:
+    """The body limit of each path: one image (base64 in JSON is 4/3 of the file), or a whole batch."""
+    single = (settings.max_bytes * 4) // 3 + _MULTIPART_SLACK
+    batch = settings.max_bytes * settings.batch_limit + _MULTIPART_SLACK * settings.batch_limit
+
+    def limit_for(path: str) -> int:
+        return batch if path.rstrip("/") == "/predict/batch" else single
+
+    return limit_for
 
 
 class BodyLimit:

@@ -1,35 +1,22 @@
 """HTTP endpoints. Each one parses its input, hands the work to `OcrService` in a worker thread, and
-returns a response model; errors are raised and rendered by `app.errors`."""
+returns a response model; what it needs comes from `app.deps`, errors are raised and rendered by `app.errors`."""
 
 from __future__ import annotations
 
-import hmac
 from pathlib import Path
-from typing import Annotated
 
-from fastapi import APIRouter, Depends, Header, Request
+from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
-from prometheus_client import CONTENT_TYPE_LATEST
 from starlette.concurrency import run_in_threadpool
 
 from app import schemas
-from app.inputs import ApiError, batch_inputs, single_input
-from app.service import OcrService
+from app.deps import AdminAccess, AppMetrics, FeedbackLimiter, MaybeService, Reloader, Service
+from app.errors import ApiError
+from app.inputs import batch_inputs, single_input
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
 router = APIRouter()
-
-
-async def get_service(request: Request) -> OcrService:
-    """The app's service object (created in the lifespan); async, so FastAPI calls it without a thread hop."""
-    service = getattr(request.app.state, "service", None)
-    if service is None:
-        raise ApiError(503, "The service is starting; try again shortly.")
-    return service
-
-
-Service = Annotated[OcrService, Depends(get_service)]
 
 
 @router.get("/", include_in_schema=False)
@@ -64,10 +51,11 @@ async def read(request: Request, service: Service) -> dict:
 @router.post("/feedback", response_model=schemas.FeedbackResponse, summary="Correct an answer",
              responses={404: {"model": schemas.ErrorResponse}, 422: {"model": schemas.ErrorResponse},
                         429: {"model": schemas.ErrorResponse}})
-async def feedback(body: schemas.FeedbackRequest, request: Request, service: Service) -> dict:
+async def feedback(body: schemas.FeedbackRequest, request: Request, service: Service,
+                   limiter: FeedbackLimiter) -> dict:
     """Store the right digit for a prediction (404 when the id is unknown or expired)."""
     client = request.client.host if request.client else "-"
-    wait = request.app.state.feedback_limiter.retry_after(client)
+    wait = limiter.retry_after(client)
     if wait:
         raise ApiError(429, f"Too much feedback from this client; try again in {wait} s.", {"retry-after": str(wait)})
     return await run_in_threadpool(service.add_feedback, body.prediction_id, body.label)
@@ -84,9 +72,8 @@ def model(service: Service) -> dict:
 
 
 @router.get("/health", response_model=schemas.HealthResponse, responses={503: {"model": schemas.ErrorResponse}})
-def health(request: Request) -> dict | JSONResponse:
+def health(service: MaybeService) -> dict | JSONResponse:
     """200 while a model is loaded, 503 otherwise."""
-    service = getattr(request.app.state, "service", None)
     current = service.store.current if service else None
     if current is None:
         return JSONResponse({"detail": "No model is loaded."}, status_code=503)
@@ -94,29 +81,17 @@ def health(request: Request) -> dict | JSONResponse:
 
 
 @router.get("/metrics", summary="Prometheus metrics")
-def metrics(request: Request) -> Response:
+def metrics(observed: AppMetrics) -> Response:
     """Prometheus text exposition of this process."""
-    return Response(request.app.state.metrics.render(), media_type=CONTENT_TYPE_LATEST)
-
-
-def _check_admin(request: Request, authorization: str | None) -> None:
-    token = request.app.state.settings.admin_token
-    if not token:
-        raise ApiError(404, "Admin endpoints are disabled; set OCR_ADMIN_TOKEN to enable them.")
-    scheme, _, given = (authorization or "").partition(" ")
-    if scheme.lower() != "bearer" or not hmac.compare_digest(given.strip().encode(), token.encode()):
-        raise ApiError(401, "A valid admin token is required (Authorization: Bearer <token>).",
-                       {"www-authenticate": "Bearer"})
+    return Response(observed.render(), media_type=observed.content_type)
 
 
 @router.post("/admin/reload", response_model=schemas.ReloadResponse, summary="Reload the model now",
              responses={401: {"model": schemas.ErrorResponse}, 404: {"model": schemas.ErrorResponse},
                         409: {"model": schemas.ReloadResponse}})
-async def admin_reload(request: Request, service: Service,
-                       authorization: Annotated[str | None, Header()] = None) -> dict | JSONResponse:
+async def admin_reload(service: Service, _admin: AdminAccess, reload_now: Reloader) -> dict | JSONResponse:
     """Look up the model again and swap it in if it changed (409 when the new one is refused)."""
-    _check_admin(request, authorization)
-    result = await run_in_threadpool(request.app.state.reload_now)
+    result = await run_in_threadpool(reload_now)
     body = {"status": result.status, "detail": result.detail,
             "model": {"name": result.model.name, "version": result.model.version} if result.model else None}
     return JSONResponse(body, status_code=409) if result.status == "refused" else body

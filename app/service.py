@@ -13,9 +13,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from app.inputs import ApiError, ImageInput
+from app.inputs import ImageInput
 from app.metrics import Metrics
-from app.model_store import LoadedModel, ModelStore
+from app.model_store import LoadedModel, ModelStore, NoModelError
 from app.settings import Settings
 from cnn_ocr.decode import decode_image
 from cnn_ocr.feedback import FeedbackStore, PredictionRecord
@@ -54,10 +54,10 @@ class OcrService:
         self.metrics = metrics
 
     def model(self) -> LoadedModel:
-        """The serving model, or a 503 when none is loaded."""
+        """The serving model; `NoModelError` when none is loaded."""
         model = self.store.current
         if model is None:
-            raise ApiError(503, "No model is loaded yet; try again shortly.")
+            raise NoModelError("No model is loaded yet; try again shortly.")
         return model
 
     def _prepare(self, item: ImageInput) -> Prepared:
@@ -127,8 +127,8 @@ class OcrService:
                 "digits": digits, "model": {"name": model.info.name, "version": model.info.version}}
 
     def add_feedback(self, prediction_id: str, label: int) -> dict:
-        """Store a correction; `FeedbackError` (404/422) when it cannot be."""
+        """Store a correction; `UnknownPrediction` or `InvalidFeedback` when it cannot be."""
         record = self.feedback_store.add_feedback(prediction_id, label)
-        self.metrics.feedback.labels(agrees=str(record.predicted == record.label).lower()).inc()
+        self.metrics.observe_feedback(record.predicted == record.label)
         return {"stored": True, "prediction_id": record.prediction_id, "label": record.label,
                 "predicted": record.predicted, "model_version": record.model_version}

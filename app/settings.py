@@ -43,11 +43,6 @@ class Settings(BaseSettings):
             return [part.strip() for part in value.split(",") if part.strip()]
         return value
 
-    @property
-    def admin_enabled(self) -> bool:
-        """Admin endpoints exist only when a non-empty token is configured."""
-        return bool(self.admin_token)
-
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

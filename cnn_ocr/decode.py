@@ -11,7 +11,7 @@ from __future__ import annotations
 import io
 import logging
 from dataclasses import dataclass
-from typing import Literal
+from typing import ClassVar
 
 import numpy as np
 from PIL import Image, ImageOps
@@ -24,9 +24,6 @@ DEFAULT_MAX_PIXELS = 25_000_000
 # Larger images are reduced before analysis: a digit needs far fewer pixels than a 25 MP photo.
 MAX_WORK_SIDE = 2048
 
-ErrorKind = Literal["undecodable", "too_large", "unsupported", "invalid"]
-_STATUS: dict[str, int] = {"undecodable": 400, "too_large": 413, "unsupported": 415, "invalid": 422}
-
 # Magic numbers of formats that are recognisably not one of ours (answered 415, not 400).
 _OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
     (b"%PDF", "PDF"), (b"%!PS", "PostScript"), (b"8BPS", "PSD"), (b"\x00\x00\x01\x00", "ICO"),
@@ -37,16 +34,36 @@ _OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (
 
 
 class ImageError(ValueError):
-    """Input that cannot be turned into a digit image. `kind` maps to an HTTP status via `status`."""
+    """Input that cannot be turned into a digit image; the message is one sentence saying what was wrong.
 
-    def __init__(self, kind: ErrorKind, message: str) -> None:
-        super().__init__(message)
-        self.kind = kind
+    Each subclass names one kind of problem (`kind`); the service decides how to answer each one.
+    """
 
-    @property
-    def status(self) -> int:
-        """The HTTP status code for this kind of error."""
-        return _STATUS[self.kind]
+    kind: ClassVar[str] = "invalid"
+
+
+class UndecodableImage(ImageError):
+    """The bytes are not a readable image (empty, corrupt, truncated or an unreadable pixel format)."""
+
+    kind = "undecodable"
+
+
+class ImageTooLarge(ImageError):
+    """The file or the image it declares is over the size limits."""
+
+    kind = "too_large"
+
+
+class UnsupportedImage(ImageError):
+    """A recognisable file that is not one of the accepted image formats (PDF, SVG, ...)."""
+
+    kind = "unsupported"
+
+
+class InvalidImage(ImageError):
+    """Pixels or a drawing that cannot be read as digits (wrong shape, out of range, far too many marks)."""
+
+    kind = "invalid"
 
 
 @dataclass(frozen=True)
@@ -77,22 +94,22 @@ def _open(data: bytes) -> Image.Image:
     try:
         return Image.open(io.BytesIO(data), formats=ALLOWED_FORMATS)
     except Image.DecompressionBombError:
-        raise ImageError("too_large", "The image declares far too many pixels to decode safely.") from None
+        raise ImageTooLarge("The image declares far too many pixels to decode safely.") from None
     except Exception:
         other = _sniff_other_format(data)
         if other:
-            raise ImageError("unsupported", f"{other} files are not supported; send PNG, JPEG, GIF, BMP, "
+            raise UnsupportedImage(f"{other} files are not supported; send PNG, JPEG, GIF, BMP, "
                              "WebP or TIFF.") from None
-        raise ImageError("undecodable", "The file is not a readable image (PNG, JPEG, GIF, BMP, WebP "
+        raise UndecodableImage("The file is not a readable image (PNG, JPEG, GIF, BMP, WebP "
                          "or TIFF).") from None
 
 
 def _check_size(img: Image.Image, max_pixels: int) -> None:
     width, height = img.size
     if width < 1 or height < 1:
-        raise ImageError("undecodable", "The image has no pixels.")
+        raise UndecodableImage("The image has no pixels.")
     if width * height > max_pixels:
-        raise ImageError("too_large", f"The image is {width}x{height} pixels; the limit is "
+        raise ImageTooLarge(f"The image is {width}x{height} pixels; the limit is "
                          f"{max_pixels:,} pixels in total.")
 
 
@@ -103,7 +120,7 @@ def _load(img: Image.Image) -> Image.Image:
         img.seek(0)
         img.load()
     except Exception:
-        raise ImageError("undecodable", "The image data is corrupt or truncated.") from None
+        raise UndecodableImage("The image data is corrupt or truncated.") from None
     try:
         return ImageOps.exif_transpose(img) or img
     except Exception:  # a malformed EXIF block is no reason to refuse the pixels
@@ -158,9 +175,9 @@ def decode_image(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
                  max_pixels: int = DEFAULT_MAX_PIXELS) -> Decoded:
     """Decode untrusted bytes into grayscale; raises `ImageError` (never anything else) for bad input."""
     if not data:
-        raise ImageError("undecodable", "The file is empty.")
+        raise UndecodableImage("The file is empty.")
     if len(data) > max_bytes:
-        raise ImageError("too_large", f"The file is {len(data):,} bytes; the limit is {max_bytes:,} bytes.")
+        raise ImageTooLarge(f"The file is {len(data):,} bytes; the limit is {max_bytes:,} bytes.")
     img = _open(data)
     fmt = img.format or ""
     _check_size(img, max_pixels)
@@ -176,4 +193,4 @@ def decode_image(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
     except ImageError:
         raise
     except Exception:
-        raise ImageError("undecodable", f"The image's pixel format ({img.mode}) cannot be read.") from None
+        raise UndecodableImage(f"The image's pixel format ({img.mode}) cannot be read.") from None

@@ -37,11 +37,19 @@ CREATE TABLE IF NOT EXISTS feedback (
 
 
 class FeedbackError(ValueError):
-    """A correction that cannot be stored; `status` is the HTTP code that fits (404 unknown, 422 otherwise)."""
+    """Feedback that cannot be stored or exported; the message is one sentence saying why."""
 
-    def __init__(self, status: int, message: str) -> None:
-        super().__init__(message)
-        self.status = status
+
+class UnknownPrediction(FeedbackError):
+    """The prediction id was never issued, or its prediction has expired."""
+
+
+class InvalidFeedback(FeedbackError):
+    """A correction that cannot apply to its prediction (label out of range, no single digit to correct)."""
+
+
+class NoFeedback(FeedbackError):
+    """There are no stored corrections to export."""
 
 
 @dataclass(frozen=True)
@@ -106,19 +114,19 @@ class FeedbackStore:
     def add_feedback(self, prediction_id: str, label: int) -> FeedbackRecord:
         """Store the right label for a prediction (a second correction replaces the first)."""
         if not 0 <= label <= 9:
-            raise FeedbackError(422, "label must be a digit from 0 to 9.")
+            raise InvalidFeedback("label must be a digit from 0 to 9.")
         with self._lock:
             row = self._db.execute(
                 "SELECT kind, image, digit, confidence, model_name, model_version, created_at FROM predictions "
                 "WHERE id = ?", (prediction_id,)).fetchone()
             if row is None:
-                raise FeedbackError(404, "Unknown prediction_id: it was never issued or has expired.")
+                raise UnknownPrediction("Unknown prediction_id: it was never issued or has expired.")
             kind, image, digit, confidence, model_name, model_version, predicted_at = row
             if kind != "digit":
-                raise FeedbackError(422, "This prediction covers several digits; send feedback with the "
+                raise InvalidFeedback("This prediction covers several digits; send feedback with the "
                                     "prediction_id of one digit.")
             if image is None:
-                raise FeedbackError(422, "No digit was found in this input, so there is nothing to correct.")
+                raise InvalidFeedback("No digit was found in this input, so there is nothing to correct.")
             now = time.time()
             self._db.execute(
                 "INSERT INTO feedback (prediction_id, label, image, predicted, confidence, model_name, "
@@ -164,19 +172,19 @@ def next_feedback_version(processed_dir: Path) -> str:
 def export_feedback(db_path: Path, processed_dir: Path) -> tuple[str, Path, int]:
     """Write every stored correction as a new dataset version; returns (name, folder, count).
 
-    Raises FeedbackError when there is nothing to export.
+    Raises `NoFeedback` when there is nothing to export.
     """
     from cnn_ocr.data.prepare import write_version
 
     if not Path(db_path).is_file():
-        raise FeedbackError(404, f"no feedback database at {db_path}")
+        raise NoFeedback(f"no feedback database at {db_path}")
     store = FeedbackStore(db_path)
     try:
         images, labels, versions = store.feedback_arrays()
     finally:
         store.close()
     if len(labels) == 0:
-        raise FeedbackError(404, f"{db_path} holds no feedback yet")
+        raise NoFeedback(f"{db_path} holds no feedback yet")
     name = next_feedback_version(processed_dir)
     folder = Path(processed_dir) / name
     empty_x = np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)

@@ -20,7 +20,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnn_ocr.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, decode_image
+from cnn_ocr.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, InvalidImage, decode_image
 
 IMAGE_SIZE = 28
 # Mean and std of MNIST's 60k training pixels scaled to [0, 1].
@@ -104,25 +104,25 @@ class Prepared:
 def _validated_gray(gray: np.ndarray) -> np.ndarray:
     arr = np.asarray(gray)
     if arr.ndim != 2 or arr.shape[0] < 1 or arr.shape[1] < 1:
-        raise ImageError("invalid", f"Expected a 2-D grayscale image, got an array of shape {arr.shape}.")
+        raise InvalidImage(f"Expected a 2-D grayscale image, got an array of shape {arr.shape}.")
     if arr.dtype == np.uint8:
         return arr.astype(np.float32)
     if arr.dtype == np.float32:  # what `decode_image` gives: check in place, no float64 copy
         lo, hi = float(arr.min()), float(arr.max())  # NaN propagates into both
         if not (np.isfinite(lo) and np.isfinite(hi)):
-            raise ImageError("invalid", "Pixel values must be finite numbers (no NaN or infinity).")
+            raise InvalidImage("Pixel values must be finite numbers (no NaN or infinity).")
         if lo < 0 or hi > 255:
-            raise ImageError("invalid", "Pixel values must lie between 0 and 255.")
+            raise InvalidImage("Pixel values must lie between 0 and 255.")
         return arr
     if arr.dtype == bool:
         return np.where(arr, 255.0, 0.0).astype(np.float32)
     if not (np.issubdtype(arr.dtype, np.integer) or np.issubdtype(arr.dtype, np.floating)):
-        raise ImageError("invalid", f"Pixel values must be numbers, got {arr.dtype}.")
+        raise InvalidImage(f"Pixel values must be numbers, got {arr.dtype}.")
     arr = arr.astype(np.float64)
     if not np.isfinite(arr).all():
-        raise ImageError("invalid", "Pixel values must be finite numbers (no NaN or infinity).")
+        raise InvalidImage("Pixel values must be finite numbers (no NaN or infinity).")
     if arr.min() < 0 or arr.max() > 255:
-        raise ImageError("invalid", "Pixel values must lie between 0 and 255.")
+        raise InvalidImage("Pixel values must lie between 0 and 255.")
     return arr.astype(np.float32)
 
 
@@ -263,11 +263,11 @@ def prepare_image(data: bytes, *, max_bytes: int = DEFAULT_MAX_BYTES,
 def pixels_to_gray(pixels: object) -> np.ndarray:
     """A JSON-style 28x28 list of 0-255 numbers -> float32 (28, 28); `ImageError` ("invalid") otherwise."""
     if not isinstance(pixels, list) or len(pixels) != IMAGE_SIZE:
-        raise ImageError("invalid", "pixels must be a list of 28 rows of 28 numbers from 0 to 255.")
+        raise InvalidImage("pixels must be a list of 28 rows of 28 numbers from 0 to 255.")
     for row in pixels:
         if not isinstance(row, list) or len(row) != IMAGE_SIZE:
-            raise ImageError("invalid", "pixels must be a list of 28 rows of 28 numbers from 0 to 255.")
+            raise InvalidImage("pixels must be a list of 28 rows of 28 numbers from 0 to 255.")
         if not all(isinstance(v, int | float) and not isinstance(v, bool) for v in row):
-            raise ImageError("invalid", "Every pixel must be a number from 0 to 255.")
+            raise InvalidImage("Every pixel must be a number from 0 to 255.")
     arr = np.asarray(pixels, dtype=np.float64)
     return _validated_gray(arr)

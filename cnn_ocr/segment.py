@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from cnn_ocr.decode import ImageError
+from cnn_ocr.decode import InvalidImage
 from cnn_ocr.preprocess import Ink, center_digit
 
 # Pieces overlapping by at least this share of the narrower one are one digit; a piece shorter than this
@@ -67,7 +67,7 @@ def _pieces(mask: np.ndarray, limit: int) -> tuple[np.ndarray, list[_Group]]:
 
     labels, n = ndimage.label(mask, structure=np.ones((3, 3), bool))
     if n > limit:
-        raise ImageError("invalid", f"The image holds {n} separate marks; that is too many to read as digits.")
+        raise InvalidImage(f"The image holds {n} separate marks; that is too many to read as digits.")
     groups = [_Group({i + 1}, s[1].start, s[1].stop, s[0].start, s[0].stop)
               for i, s in enumerate(ndimage.find_objects(labels)) if s is not None]
     return labels, groups
@@ -142,5 +142,5 @@ def segment_digits(ink: Ink, max_digits: int = 64) -> list[Segment]:
                    round((x1 - x0) * ink.scale), round((y1 - y0) * ink.scale))
             segments.append(Segment(box, center_digit(own[y0:y1, x0:x1])))
     if len(segments) > max_digits:
-        raise ImageError("invalid", f"Found {len(segments)} digits; at most {max_digits} are read per image.")
+        raise InvalidImage(f"Found {len(segments)} digits; at most {max_digits} are read per image.")
     return segments

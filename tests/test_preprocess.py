@@ -200,7 +200,7 @@ def test_decompression_bomb_is_refused_before_decoding():
     start = time.perf_counter()
     with pytest.raises(ImageError) as info:
         prepare_image(data)
-    assert info.value.kind == "too_large" and info.value.status == 413
+    assert info.value.kind == "too_large"
     assert time.perf_counter() - start < 0.5
     with pytest.raises(ImageError) as info:
         prepare_image(png_header_only(6000, 5000), max_pixels=25_000_000)
@@ -210,7 +210,7 @@ def test_decompression_bomb_is_refused_before_decoding():
 def test_byte_limit():
     with pytest.raises(ImageError) as info:
         prepare_image(b"\x89PNG" + b"\x00" * 2000, max_bytes=1024)
-    assert info.value.status == 413
+    assert info.value.kind == "too_large"
 
 
 @pytest.mark.parametrize("pixels", [
@@ -221,7 +221,7 @@ def test_byte_limit():
 def test_bad_pixels_are_invalid(pixels):
     with pytest.raises(ImageError) as info:
         pixels_to_gray(pixels)
-    assert info.value.status == 422
+    assert info.value.kind == "invalid"
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.too_slow])

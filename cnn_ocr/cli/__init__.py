@@ -20,7 +20,9 @@ app = typer.Typer(
 COMMAND_MODULES = [
     "data_cmd",
     "train_cmd",
-    "lifecycle_cmd",
+    "tune_cmd",
+    "models_cmd",
+    "experiments_cmd",
     "serve_cmd",
 ]
 

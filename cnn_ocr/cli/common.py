@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
@@ -29,12 +31,44 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
+def expected_errors() -> tuple[type[Exception], ...]:
+    """The library's expected failures: bad params, missing data, or a lifecycle step that cannot proceed.
+
+    Imported when a command runs, not when `ocr --help` is shown.
+    """
+    from cnn_ocr.checkpoints import ResumeError
+    from cnn_ocr.data.raw_store import CacheError
+    from cnn_ocr.data.sources import SourceError
+    from cnn_ocr.ensembling import EnsembleError
+    from cnn_ocr.export import ExportError
+    from cnn_ocr.registry import RegistryError
+    from cnn_ocr.reproduce import ReproduceError
+    from cnn_ocr.select import SelectionError
+    from cnn_ocr.tune import TuningError
+
+    return (ConfigError, CacheError, SourceError, EnsembleError, ExportError, RegistryError, ReproduceError,
+            ResumeError, SelectionError, TuningError)
+
+
+@contextmanager
+def one_line_errors(*errors: type[Exception], code: int = 1, message: str = "{error}") -> Iterator[None]:
+    """Turn expected failures into `error: <one line>` on stderr and exit `code`; every command uses this.
+
+    `errors` are the failures to catch (default: `expected_errors()`); `message` frames the error's text.
+    Anything else is a bug and keeps its traceback.
+    """
+    try:
+        yield
+    except Exception as exc:
+        if not isinstance(exc, errors or expected_errors()):
+            raise
+        fail(message.format(error=exc), code=code)
+
+
 def params_or_fail(path: Path, overrides: list[str] | None) -> Params:
     """Load params with overrides, turning any config problem into a one-line error."""
-    try:
+    with one_line_errors(ConfigError, code=2):
         return load_params(path, overrides or [])
-    except ConfigError as exc:
-        fail(str(exc), code=2)
 
 
 def setup_logging(verbose: bool = False) -> None:

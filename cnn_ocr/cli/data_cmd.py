@@ -9,7 +9,7 @@ from typing import Annotated
 import typer
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 
-from cnn_ocr.cli.common import ParamsOpt, SetOpt, console, fail, params_or_fail, setup_logging
+from cnn_ocr.cli.common import ParamsOpt, SetOpt, console, one_line_errors, params_or_fail, setup_logging
 from cnn_ocr.config import Params
 
 data_app = typer.Typer(help="Fetch MNIST-format data and build the versioned processed datasets.", no_args_is_help=True)
@@ -33,7 +33,6 @@ def fetch(
 ) -> None:
     """Obtain the raw dataset from the first working source and store it, verified, in the raw cache."""
     from cnn_ocr.data.raw_store import fetch as do_fetch
-    from cnn_ocr.data.sources import SourceError
 
     setup_logging()
     p = _params(params, set_, dataset)
@@ -41,10 +40,8 @@ def fetch(
     if path is not None and "idx" not in sources:
         sources.insert(0, "idx")
     start = time.perf_counter()
-    try:
+    with one_line_errors():
         res = do_fetch(p.data.dataset, p.data.raw_dir, sources, path or p.data.idx_path, p.data.mirror_timeout_s, force)
-    except SourceError as exc:
-        fail(str(exc))
     took = time.perf_counter() - start
     if res.source == "cache":
         console.print(f"{p.data.dataset}: valid cache at {res.path}, nothing to fetch ({took:.1f} s)")
@@ -57,7 +54,6 @@ def fetch(
 def prepare(dataset: DatasetOpt = None, params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
     """Build the processed versions v2.0 (normalized) and v3.0 (augmented) from the raw cache."""
     from cnn_ocr.data.prepare import prepare as do_prepare
-    from cnn_ocr.data.raw_store import CacheError
 
     setup_logging()
     p = _params(params, set_, dataset)
@@ -71,10 +67,8 @@ def prepare(dataset: DatasetOpt = None, params: ParamsOpt = Path("params.yaml"),
                 tasks[label] = progress.add_task(label, total=total)
             progress.update(tasks[label], completed=done)
 
-        try:
+        with one_line_errors():
             out = do_prepare(p.data, on_progress)
-        except CacheError as exc:
-            fail(str(exc))
     console.print(f"prepared {', '.join(out)} in {time.perf_counter() - start:.1f} s under {p.data.processed_dir}")
 
 

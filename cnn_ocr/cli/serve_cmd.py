@@ -11,7 +11,7 @@ from typing import Annotated
 
 import typer
 
-from cnn_ocr.cli.common import ParamsOpt, SetOpt, console, fail, params_or_fail, setup_logging
+from cnn_ocr.cli.common import ParamsOpt, SetOpt, console, fail, one_line_errors, params_or_fail, setup_logging
 
 feedback_app = typer.Typer(help="User corrections collected by the service.", no_args_is_help=True)
 
@@ -41,11 +41,9 @@ def _preflight(settings) -> str:
     """Find and load the model once before starting, so a missing model is one clear line."""
     from app.model_store import ModelLoadError, NoModelError, find_candidate, load_model_dir
 
-    try:
+    with one_line_errors(NoModelError, ModelLoadError, code=3):
         candidate = find_candidate(settings)
         model = load_model_dir(candidate.folder, threads=1, source=candidate.source)
-    except (NoModelError, ModelLoadError) as exc:
-        fail(str(exc), code=3)
     if candidate.note:
         console.print(f"[yellow]note:[/] {candidate.note}", highlight=False)
     return f"{model.info.name} version {model.info.version} from {candidate.source}"
@@ -107,10 +105,8 @@ def export(
     setup_logging()
     p = params_or_fail(params, set_)
     db_path = db or _settings_or_fail().feedback_db
-    try:
+    with one_line_errors(FeedbackError, message="nothing to export: {error}"):
         name, folder, count = export_feedback(db_path, p.data.processed_dir)
-    except FeedbackError as exc:
-        fail(f"nothing to export: {exc}")
     console.print(f"{count} corrections -> {folder} (data version {name!r})", highlight=False)
     if dvc:
         console.print(_track_with_dvc(folder), highlight=False)

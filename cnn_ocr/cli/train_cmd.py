@@ -15,7 +15,16 @@ import typer
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 from rich.table import Table
 
-from cnn_ocr.cli.common import ParamsOpt, SetOpt, console, fail, params_or_fail, setup_logging, write_metrics
+from cnn_ocr.cli.common import (
+    ParamsOpt,
+    SetOpt,
+    console,
+    fail,
+    one_line_errors,
+    params_or_fail,
+    setup_logging,
+    write_metrics,
+)
 from cnn_ocr.models import FAMILIES
 
 PLOT_COLUMNS = ("epoch", "train_loss", "train_accuracy", "val_loss", "val_accuracy")
@@ -116,14 +125,14 @@ def train(
         signal.signal(sig, tracking.interrupt_handler)
     live = _LiveProgress(model or "resumed run", getattr(family_params(p, model), "epochs", 1) if model else 1)
     try:
-        with live.progress:
+        with one_line_errors(CacheError, ResumeError), live.progress:
             if resume:
                 result = resume_training(resume, epoch_callback=live.on_epoch, step_callback=live.on_step)
             else:
                 result = train_model(model, p, experiment=experiment, run_name=run_name,
                                      epoch_callback=live.on_epoch, step_callback=live.on_step)
-    except (CacheError, ResumeError) as exc:
-        fail(str(exc))
+    except typer.Exit:  # an expected failure, already reported in one line
+        raise
     except KeyboardInterrupt:
         run_id = tracking.last_run_id() or "RUN_ID"
         fail(f"interrupted; MLflow run {run_id} is marked KILLED with its last complete epoch's checkpoint; "
@@ -182,10 +191,8 @@ def sync() -> None:
     setup_logging()
     from cnn_ocr import tracking
 
-    try:
+    with one_line_errors(ConnectionError, message="{error}; try again when it is back"):
         copied = tracking.sync_offline()
-    except ConnectionError as exc:
-        fail(f"{exc}; try again when it is back")
     for old, new in copied:
         console.print(f"offline run {old} -> run {new} in {tracking.tracking_uri()}", highlight=False)
     console.print(f"{len(copied)} run(s) synced from {tracking.offline_uri()}", highlight=False)

@@ -1,9 +1,7 @@
-"""`ocr tune | register | select | rollback | models ... | export | report | reproduce`: the model lifecycle."""
+"""`ocr register | ensemble | select | rollback | export | models ...`: registered versions and their aliases."""
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated
 
@@ -14,79 +12,17 @@ from cnn_ocr.cli.common import (
     ParamsOpt,
     SetOpt,
     console,
-    err_console,
     fail,
+    one_line_errors,
     params_or_fail,
     setup_logging,
     write_metrics,
 )
-from cnn_ocr.models import FAMILIES
 
 models_app = typer.Typer(help="Inspect and manage versions of the registered model.", no_args_is_help=True)
 
 NameOpt = Annotated[str | None, typer.Option("--name", help="Registered model (default: select.registered_model).")]
 ForceOpt = Annotated[bool, typer.Option("--force", help="Override the promotion gate (recorded in the history).")]
-
-
-@contextmanager
-def _one_line_errors() -> Iterator[None]:
-    """Turn the lifecycle's expected failures into one clear line and a non-zero exit."""
-    from cnn_ocr.config import ConfigError
-    from cnn_ocr.data.raw_store import CacheError
-    from cnn_ocr.ensembling import EnsembleError
-    from cnn_ocr.export import ExportError
-    from cnn_ocr.registry import RegistryError
-    from cnn_ocr.reproduce import ReproduceError
-    from cnn_ocr.select import SelectionError
-    from cnn_ocr.tune import TuningError
-
-    try:
-        yield
-    except (ConfigError, CacheError, EnsembleError, ExportError, RegistryError, ReproduceError, SelectionError,
-            TuningError) as exc:
-        fail(str(exc))
-
-
-def _family(model: str | None, default: str) -> str:
-    family = model or default
-    if family not in FAMILIES:
-        fail(f"unknown model family {family!r}; choose one of: {', '.join(FAMILIES)}", code=2)
-    return family
-
-
-def tune(
-    model: Annotated[str | None, typer.Option("--model", help="Family to tune (default: tune.family).")] = None,
-    trials: Annotated[int | None, typer.Option("--trials", min=0, help="Trials this worker runs (default: tune.trials).")] = None,
-    timeout: Annotated[float | None, typer.Option("--timeout", min=1, help="Start no new trial after S seconds.")] = None,
-    storage: Annotated[str | None, typer.Option("--storage", help="Optuna storage URL, e.g. postgresql://u:p@host/db.")] = None,
-    study: Annotated[str | None, typer.Option("--study", help="Study name; workers sharing it cooperate.")] = None,
-    final: Annotated[bool | None, typer.Option("--final/--no-final", help="Train the best params once at the end.")] = None,
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-) -> None:
-    """Tune a model family with Optuna; every trial is one nested MLflow run of this worker's parent run."""
-    from cnn_ocr.tune import run_tuning
-
-    setup_logging()
-    p = params_or_fail(params, set_)
-    family = _family(model, p.tune.family)
-    with _one_line_errors():
-        res = run_tuning(family, p, trials=p.tune.trials if trials is None else trials,
-                         timeout_s=timeout or p.tune.timeout_s, storage=storage, study_name=study,
-                         final=p.tune.final if final is None else final)
-    table = Table(title=f"study {res.study} ({res.storage})")
-    table.add_column("")
-    table.add_column("value")
-    table.add_row("trials (whole study)", ", ".join(f"{k} {v}" for k, v in res.counts.items()))
-    table.add_row("best trial", f"#{res.best_trial}: val_accuracy {res.best_value:.2%}")
-    table.add_row("best params", ", ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
-                                           for k, v in res.best_params.items()))
-    table.add_row("parent run", res.parent_run_id)
-    if res.final_run_id:
-        table.add_row("final run", f"{res.final_run_id}: test_accuracy {res.final_metrics['test_accuracy']:.2%}")
-    table.add_row("written", str(res.best_params_file))
-    console.print(table)
-    console.print(f"Another worker joins with: ocr tune --model {family} --study {res.study} --storage '<same URL>'")
 
 
 def register_cmd(
@@ -100,7 +36,7 @@ def register_cmd(
 
     setup_logging()
     p = params_or_fail(params, (set_ or []) + ([f"select.registered_model={name}"] if name else []))
-    with _one_line_errors():
+    with one_line_errors():
         info, created = register_run(run_id, p)
     verb = "registered as" if created else "already registered as"
     console.print(f"run {run_id} {verb} {info.name} v{info.version} "
@@ -122,7 +58,7 @@ def select(
 
     setup_logging()
     p = params_or_fail(params, set_)
-    with _one_line_errors():
+    with one_line_errors():
         outcome, ranked = select_production(p, force=force)
     table = Table(title=f"candidates (latency budget {p.select.latency_budget_ms:g} ms)")
     for col in ("run", "family", "test acc", "gap pts", "ms/img", "eligible"):
@@ -137,7 +73,7 @@ def select(
     forced = " (FORCED)" if outcome.forced else ""
     console.print(f"{outcome.version.name} v{outcome.version.version} -> {outcome.alias}{forced}: {outcome.reason}")
     if summary_out is not None:
-        with _one_line_errors():
+        with one_line_errors():
             summary = production_summary(p.select.registered_model, outcome)
         atomic_write_bytes(summary_out, (json.dumps(summary, indent=2) + "\n").encode())
 
@@ -156,7 +92,7 @@ def ensemble(
 
     setup_logging()
     p = params_or_fail(params, (set_ or []) + ([f"ensemble.members={members}"] if members else []))
-    with _one_line_errors():
+    with one_line_errors():
         result = build_ensemble(p, run)
     m = result.metrics
     console.print(f"ensemble run {result.run_id} in experiment {p.ensemble.experiment}: test accuracy "
@@ -178,7 +114,7 @@ def rollback(
 
     setup_logging()
     p = params_or_fail(params, set_)
-    with _one_line_errors():
+    with one_line_errors():
         entry = do_rollback(p, to, reason)
     console.print(f"{p.select.registered_model}: production v{entry['from']} -> v{entry['to']} ({entry['why']})")
 
@@ -189,7 +125,7 @@ def models_list(name: NameOpt = None, params: ParamsOpt = Path("params.yaml")) -
     from cnn_ocr.registry import list_versions
 
     name = name or params_or_fail(params, []).select.registered_model
-    with _one_line_errors():
+    with one_line_errors():
         versions = list_versions(name)
     if not versions:
         fail(f"{name} has no versions yet; run `ocr select` or `ocr register --run-id ID`")
@@ -211,7 +147,7 @@ def models_history(name: NameOpt = None, params: ParamsOpt = Path("params.yaml")
     from cnn_ocr.registry import read_history
 
     name = name or params_or_fail(params, []).select.registered_model
-    with _one_line_errors():
+    with one_line_errors():
         entries = read_history(name)
     if not entries:
         fail(f"{name} has no alias history yet")
@@ -234,7 +170,7 @@ def models_promote(
 
     setup_logging()
     p = params_or_fail(params, set_)
-    with _one_line_errors():
+    with one_line_errors():
         outcome = promote(get_version(p.select.registered_model, version), p.select, force=force)
     forced = " (FORCED)" if outcome.forced else ""
     console.print(f"{outcome.version.name} v{version} -> {outcome.alias}{forced}: {outcome.reason}")
@@ -255,53 +191,16 @@ def export(
     if sum(x is not None for x in (alias, version, run_id)) != 1:
         fail("give exactly one of --alias, --version or --run-id", code=2)
     p = params_or_fail(params, set_)
-    with _one_line_errors():
+    with one_line_errors():
         folder, what = export_target(p, alias=alias, version=version, run_id=run_id, out=out)
     console.print(f"wrote {folder}/model.onnx and spec.json ({what})")
 
 
-def report(
-    out: Annotated[Path, typer.Option("--out", help="Markdown file to (re)generate.")] = Path("ml/README_experiments.md"),
-    params: ParamsOpt = Path("params.yaml"),
-    set_: SetOpt = None,
-) -> None:
-    """Regenerate the experiments report (and its figures) entirely from the tracking store."""
-    from cnn_ocr.report import write_report
-
-    setup_logging()
-    p = params_or_fail(params, set_)
-    with _one_line_errors():
-        path, n_runs = write_report(p, out)
-    console.print(f"wrote {path} from {n_runs} runs")
-
-
-def reproduce(run_id: Annotated[str, typer.Argument(help="The run to train again.")]) -> None:
-    """Train a run again with its recorded params, seed and data version; compare the metrics (exit 3 if they differ)."""
-    from cnn_ocr.reproduce import reproduce_run
-
-    setup_logging()
-    with _one_line_errors():
-        res = reproduce_run(run_id, warn=lambda msg: err_console.print(f"[yellow]warning:[/] {msg}", highlight=False))
-    table = Table(title=f"run {run_id} vs its reproduction {res.new_run_id}")
-    for col in ("metric", "original", "reproduction", "same"):
-        table.add_column(col)
-    for key, old, new, equal in res.rows():
-        mark = "" if equal is None else ("yes" if equal else "[bold red]NO[/]")
-        table.add_row(key, "-" if old is None else f"{old:.6g}", "-" if new is None else f"{new:.6g}", mark)
-    console.print(table)
-    if not res.identical:
-        fail("the reproduction's metrics differ from the original run's", code=3)
-    console.print(f"reproduced: identical metrics (new run {res.new_run_id}, tag reproduces={run_id})")
-
-
 def register(app: typer.Typer) -> None:
-    """Add the lifecycle commands to the `ocr` app."""
-    app.command("tune")(tune)
+    """Add the registry commands to the `ocr` app."""
     app.command("register")(register_cmd)
     app.command("ensemble")(ensemble)
     app.command("select")(select)
     app.command("rollback")(rollback)
     app.command("export")(export)
-    app.command("report")(report)
-    app.command("reproduce")(reproduce)
     app.add_typer(models_app, name="models")
