@@ -34,9 +34,9 @@ def client(tmp_path, service_model_dir):
 # ---------------------------------------------------------------- admin
 
 def test_admin_token_compared_in_constant_time_and_required(client):
-    from app import routes
+    from app import deps
 
-    source = inspect.getsource(routes._check_admin)
+    source = inspect.getsource(deps.require_admin)
     assert "hmac.compare_digest" in source and "== token" not in source and "token ==" not in source
     for header in (None, "", "Bearer", "Bearer ", f"Bearer {TOKEN[:-1]}", f"Bearer {TOKEN}x", f"Basic {TOKEN}",
                    TOKEN, f"Bearer {TOKEN.upper()}", "Bearer \u00e9\u00e9"):
