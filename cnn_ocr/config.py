@@ -210,7 +210,8 @@ class EnsembleParams(Strict):
 class SelectParams(Strict):
     registered_model: str = Field("OCR-Production-Model", min_length=1)
     experiments: list[str] = ["baseline-models", "improved-cnn", "hyperparameter-tuning", "ensembles"]  # candidates
-    margin_pp: float = Field(0.05, ge=0, le=100)  # test-accuracy points a candidate must gain over production
+    rank_by: Literal["val_accuracy", "test_accuracy"] = "val_accuracy"  # test_accuracy: the seed's rule, off
+    margin_pp: float = Field(0.05, ge=0, le=100)  # points of `rank_by` a candidate must gain over production
     latency_budget_ms: float = Field(5.0, gt=0)  # max inference_ms_per_image (batch 1, CPU median)
 
 

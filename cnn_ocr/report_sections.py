@@ -53,7 +53,7 @@ def _where(uri: str) -> str:
 
 
 def best_run(runs: list[RunRecord], family: str, dataset: str) -> RunRecord | None:
-    """The family's best run by the selection rule (test accuracy, then overfitting gap)."""
+    """The family's best run by the selection rule (validation accuracy, then overfitting gap)."""
     ranked = select.rank_candidates([r for r in runs if r.tags.get("family") == family], float("inf"), dataset)
     return ranked[0].run if ranked else None
 
@@ -197,9 +197,11 @@ def _production(doc: Doc, params: Params) -> None:
     moves = [e for e in registry.read_history(name) if e["alias"] == PRODUCTION and e["to"] == prod.version]
     ver = lambda key, fmt: doc.v(fmt, ("version_tag", prod, key))  # noqa: E731
     doc.add(f"The **{TITLES.get(run.tags.get('family', ''), '?')}** from experiment `{run.experiment}` holds the "
-            f"alias `production`. The rule: highest test accuracy, then the smaller overfitting gap, within the "
-            f"latency budget; a new model must beat production by the margin. It was selected for:",
-            f"1. Test accuracy {ver('test_accuracy', 'pct')}",
+            f"alias `production`. The rule: highest {select.RANK_METRICS[params.select.rank_by]}, then the smaller "
+            f"overfitting gap, within the latency budget; a new model must beat production by the margin. The test "
+            f"set is reported, not used to choose. It was selected for:",
+            f"1. Validation accuracy {doc.metric(run, 'val_accuracy', 'pct')} (test accuracy, reported: "
+            f"{ver('test_accuracy', 'pct')})",
             f"2. Overfitting gap {ver('overfit_gap', 'pts')} points between train and test",
             f"3. Inference {ver('inference_ms_per_image', 'ms')} ms per image on CPU (single image)")
     if moves:
