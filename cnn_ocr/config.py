@@ -183,8 +183,12 @@ class TuneParams(Strict):
     trials: int = Field(8, ge=0, le=10000)  # trials run by this worker (each worker of a shared study runs its own)
     timeout_s: float | None = Field(None, gt=0)  # stop starting new trials after this many seconds
     storage: str | None = None  # Optuna storage URL; null = sqlite file optuna.db at the project root
-    startup_trials: int = Field(4, ge=0)  # random trials before TPE models the space; also no pruning before
-    warmup_epochs: int = Field(1, ge=0)  # epochs reported before a trial may be pruned
+    startup_trials: int = Field(4, ge=0)  # random trials before TPE models the space; also no median pruning before
+    warmup_epochs: int = Field(1, ge=0)  # epochs reported before a trial may be pruned (median pruner)
+    pruner: Literal["hyperband", "median"] = "hyperband"  # multi-fidelity: epochs are the resource
+    min_epochs: int = Field(1, ge=1)  # Hyperband's smallest budget, in epochs
+    reduction_factor: int = Field(3, ge=2)  # Hyperband keeps 1/reduction_factor of trials at each rung
+    enqueue_defaults: bool = True  # trial 0 of a new study is the family's default params
     final: bool = True  # after tuning, train the best params once on the family's full settings
     best_params_file: Path = Path("tuning/best_params.yaml")
     fixed: dict[FamilyName, dict[str, Any]] = {}  # settings of every trial (not of the final training)
@@ -210,7 +214,8 @@ class EnsembleParams(Strict):
 class SelectParams(Strict):
     registered_model: str = Field("OCR-Production-Model", min_length=1)
     experiments: list[str] = ["baseline-models", "improved-cnn", "hyperparameter-tuning", "ensembles"]  # candidates
-    margin_pp: float = Field(0.05, ge=0, le=100)  # test-accuracy points a candidate must gain over production
+    rank_by: Literal["val_accuracy", "test_accuracy"] = "val_accuracy"  # test_accuracy: the seed's rule, off
+    margin_pp: float = Field(0.05, ge=0, le=100)  # points of `rank_by` a candidate must gain over production
     latency_budget_ms: float = Field(5.0, gt=0)  # max inference_ms_per_image (batch 1, CPU median)
 
 

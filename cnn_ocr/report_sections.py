@@ -53,7 +53,7 @@ def _where(uri: str) -> str:
 
 
 def best_run(runs: list[RunRecord], family: str, dataset: str) -> RunRecord | None:
-    """The family's best run by the selection rule (test accuracy, then overfitting gap)."""
+    """The family's best run by the selection rule (validation accuracy, then overfitting gap)."""
     ranked = select.rank_candidates([r for r in runs if r.tags.get("family") == family], float("inf"), dataset)
     return ranked[0].run if ranked else None
 
@@ -128,6 +128,21 @@ def _trial_table(doc: Doc, parent: RunRecord, trials: list[RunRecord]) -> None:
     doc.add("")
 
 
+def _pruner(doc: Doc, parent: RunRecord) -> str:
+    if "fidelity.pruner" not in parent.params:
+        return "median pruner"
+    return f"pruner {doc.v('raw', ('param', parent, 'fidelity.pruner'))}"
+
+
+def _fidelity_lines(doc: Doc, parent: RunRecord) -> list[str]:
+    """What one trial was (epochs, training images, data version), when the parent run recorded it."""
+    if "fidelity.epochs" not in parent.params:
+        return []
+    return [f"- **Fidelity**: each trial trains {doc.v('raw', ('param', parent, 'fidelity.epochs'))} epochs on "
+            f"{doc.v('raw', ('param', parent, 'fidelity.train_samples'))} training images of "
+            f"`{doc.v('raw', ('param', parent, 'fidelity.data_version'))}`; the first trial runs the default params"]
+
+
 def _tuning(doc: Doc, runs: list[RunRecord], baseline: RunRecord | None, dataset: str) -> RunRecord | None:
     parents = [r for r in runs if r.tags.get("tune.role") == "parent" and "best_trial" in r.tags]
     if not parents:
@@ -144,8 +159,10 @@ def _tuning(doc: Doc, runs: list[RunRecord], baseline: RunRecord | None, dataset
             "- **Tuned Parameters**: " + ", ".join(
                 f"`{k[6:]}` {doc.v('space', ('param', parent, k))}" for k in sorted(parent.params) if k.startswith("space.")),
             f"- **Trials**: {doc.metric(parent, 'trials_complete', 'int')} complete, "
-            f"{doc.metric(parent, 'trials_pruned', 'int')} pruned (median pruner on validation accuracy), "
+            f"{doc.metric(parent, 'trials_pruned', 'int')} pruned "
+            f"({_pruner(doc, parent)} on validation accuracy), "
             f"{doc.metric(parent, 'trials_fail', 'int')} failed",
+            *_fidelity_lines(doc, parent),
             f"- **Best trial**: #{doc.v('raw', ('tag', parent, 'best_trial'))} with validation accuracy "
             f"{doc.metric(parent, 'best_val_accuracy', 'pct')}: " + ", ".join(
                 f"`{k[5:]}` = {doc.v('param', ('param', parent, k))}" for k in sorted(parent.params) if k.startswith("best.")))
@@ -155,6 +172,10 @@ def _tuning(doc: Doc, runs: list[RunRecord], baseline: RunRecord | None, dataset
         image = doc.figure(parent, artifact, f"tuning-{artifact.split('/')[-1]}", caption)
         if image:
             doc.add(f"- {caption.capitalize()}: {image}")
+    if "tune.outcome" in parent.tags:
+        doc.add(f"- **Versus the defaults (validation)**: outcome `{doc.v('raw', ('tag', parent, 'tune.outcome'))}`; "
+                f"default run validation accuracy {doc.metric(parent, 'default_val_accuracy', 'pct')}, gain of the "
+                f"tuned params {doc.metric(parent, 'val_gain_pp', 'pts')} points (the test set takes no part)")
     if final is not None:
         doc.add("- **Best params trained on the full settings**:")
         _model_block(doc, final, "  ", "tuning")
@@ -197,9 +218,11 @@ def _production(doc: Doc, params: Params) -> None:
     moves = [e for e in registry.read_history(name) if e["alias"] == PRODUCTION and e["to"] == prod.version]
     ver = lambda key, fmt: doc.v(fmt, ("version_tag", prod, key))  # noqa: E731
     doc.add(f"The **{TITLES.get(run.tags.get('family', ''), '?')}** from experiment `{run.experiment}` holds the "
-            f"alias `production`. The rule: highest test accuracy, then the smaller overfitting gap, within the "
-            f"latency budget; a new model must beat production by the margin. It was selected for:",
-            f"1. Test accuracy {ver('test_accuracy', 'pct')}",
+            f"alias `production`. The rule: highest {select.RANK_METRICS[params.select.rank_by]}, then the smaller "
+            f"overfitting gap, within the latency budget; a new model must beat production by the margin. The test "
+            f"set is reported, not used to choose. It was selected for:",
+            f"1. Validation accuracy {doc.metric(run, 'val_accuracy', 'pct')} (test accuracy, reported: "
+            f"{ver('test_accuracy', 'pct')})",
             f"2. Overfitting gap {ver('overfit_gap', 'pts')} points between train and test",
             f"3. Inference {ver('inference_ms_per_image', 'ms')} ms per image on CPU (single image)")
     if moves:

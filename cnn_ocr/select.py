@@ -1,10 +1,12 @@
 """Choosing, registering and promoting the production model.
 
-The rule (the product's "Production Model Selection"): among finished training runs, the highest test
-accuracy wins, ties go to the smaller overfitting gap, and a run slower than the latency budget is not
-eligible. A winner is registered (ONNX export + parity check) and then passes the promotion gate: it takes
-`production` only if it beats the current production version's test accuracy by the margin and stays within
-the latency budget; otherwise it gets `challenger` with the reason. `force` overrides the gate, on record.
+The rule: among finished training runs, the highest *validation* accuracy wins, ties go to the smaller gap
+between training and validation accuracy, and a run slower than the latency budget is not eligible. The test
+set is reported, never used to choose. (The product's original rule ranked by test accuracy; it stays
+available as `select.rank_by: test_accuracy`, off by default, because it lets the test set pick the model.)
+A winner is registered (ONNX export + parity check) and then passes the promotion gate: it takes
+`production` only if it beats the current production version on the same metric by the margin and stays
+within the latency budget; otherwise it gets `challenger` with the reason. `force` overrides the gate, on record.
 """
 
 from __future__ import annotations
@@ -21,8 +23,9 @@ from cnn_ocr.registry import CHALLENGER, PRODUCTION, ModelVersionInfo, RegistryE
 
 log = logging.getLogger(__name__)
 
-REQUIRED_METRICS = ("test_accuracy", "overfit_gap", "inference_ms_per_image")
+REQUIRED_METRICS = ("val_accuracy", "train_accuracy", "test_accuracy", "overfit_gap", "inference_ms_per_image")
 VERSION_METRIC_TAGS = REQUIRED_METRICS
+RANK_METRICS = {"val_accuracy": "validation accuracy", "test_accuracy": "test accuracy"}
 VERSION_RUN_TAGS = ("data_version", "git_commit", "family")
 
 
@@ -37,11 +40,22 @@ class Candidate:
     run: RunRecord
     eligible: bool
     note: str
+    rank_by: str = "val_accuracy"
 
     @property
     def sort_key(self) -> tuple[float, float, int, str]:
         m = self.run.metrics
-        return (-m["test_accuracy"], m["overfit_gap"], -self.run.start_time, self.run.run_id)
+        return (-m[self.rank_by], selection_gap(m, self.rank_by), -self.run.start_time, self.run.run_id)
+
+
+def selection_gap(metrics: dict[str, float], rank_by: str) -> float:
+    """The overfitting gap the rule breaks ties with, in points: train minus the ranking split's accuracy.
+
+    Ranking by validation uses train - validation, so the test set takes no part in the choice.
+    """
+    if rank_by == "test_accuracy":
+        return metrics["overfit_gap"]
+    return round((metrics["train_accuracy"] - metrics[rank_by]) * 100, 6)
 
 
 @dataclass(frozen=True)
@@ -74,13 +88,17 @@ def is_candidate(run: RunRecord, dataset: str) -> bool:
     )
 
 
-def rank_candidates(runs: list[RunRecord], latency_budget_ms: float, dataset: str = "mnist") -> list[Candidate]:
-    """Candidates best first: highest test accuracy, then smaller overfitting gap; ineligible ones last."""
+def rank_candidates(runs: list[RunRecord], latency_budget_ms: float, dataset: str = "mnist",
+                    rank_by: str = "val_accuracy") -> list[Candidate]:
+    """Candidates best first: highest `rank_by` accuracy, then smaller overfitting gap; ineligible ones last."""
+    if rank_by not in RANK_METRICS:
+        raise SelectionError(f"select.rank_by must be one of {', '.join(RANK_METRICS)}, not {rank_by!r}")
     out = []
     for run in (r for r in runs if is_candidate(r, dataset)):
         ms = run.metrics["inference_ms_per_image"]
         ok = ms <= latency_budget_ms
-        out.append(Candidate(run, ok, f"{ms:.2f} ms/image" + ("" if ok else f" > budget {latency_budget_ms:g} ms")))
+        note = f"{ms:.2f} ms/image" + ("" if ok else f" > budget {latency_budget_ms:g} ms")
+        out.append(Candidate(run, ok, note, rank_by))
     return sorted(out, key=lambda c: (not c.eligible, c.sort_key))
 
 
@@ -101,11 +119,13 @@ def promotion_gate(candidate: dict[str, float], production: dict[str, float] | N
     ms = candidate["inference_ms_per_image"]
     if ms > sel.latency_budget_ms:
         return GateDecision(False, f"{ms:.2f} ms/image exceeds the latency budget of {sel.latency_budget_ms:g} ms")
-    acc = candidate["test_accuracy"]
+    key = sel.rank_by
+    what = RANK_METRICS[key]
+    acc = candidate[key]
     if production is None:
-        return GateDecision(True, f"first production model: test accuracy {acc:.2%}, {ms:.2f} ms/image")
-    gain = round((acc - production["test_accuracy"]) * 100, 6)
-    versus = f"test accuracy {acc:.2%} vs {production['test_accuracy']:.2%} of production v{production_version}"
+        return GateDecision(True, f"first production model: {what} {acc:.2%}, {ms:.2f} ms/image")
+    gain = round((acc - production[key]) * 100, 6)
+    versus = f"{what} {acc:.2%} vs {production[key]:.2%} of production v{production_version}"
     if gain <= 0 or gain < sel.margin_pp:
         return GateDecision(False, f"{versus}: gain {gain:+.2f} points, below the margin of {sel.margin_pp:g}")
     return GateDecision(True, f"{versus}: gain {gain:+.2f} points >= margin {sel.margin_pp:g}, {ms:.2f} ms/image")
@@ -196,7 +216,8 @@ def promote(info: ModelVersionInfo, sel: SelectParams, *, force: bool = False, a
 def select_production(params: Params, *, force: bool = False) -> tuple[Outcome, list[Candidate]]:
     """Rank the candidate runs, register the winner and put it through the promotion gate."""
     sel = params.select
-    ranked = rank_candidates(registry.search_runs(sel.experiments), sel.latency_budget_ms, params.data.dataset)
+    ranked = rank_candidates(registry.search_runs(sel.experiments), sel.latency_budget_ms, params.data.dataset,
+                             sel.rank_by)
     best = winner(ranked)
     info, _ = register_run(best.run.run_id, params)
     return promote(info, sel, force=force, action="select"), ranked

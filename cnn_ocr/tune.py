@@ -1,9 +1,12 @@
 """Hyperparameter tuning with Optuna: the only module that imports optuna.
 
-Each trial proposes values from `params.tune.space.<family>`, applies `params.tune.fixed.<family>` (short,
-small trials) and calls the one training function, `train_model`, as a nested MLflow run of this worker's
-parent run in experiment `hyperparameter-tuning`. Validation accuracy is the objective and is reported after
-every epoch to a median pruner. The study lives in an Optuna storage URL (default: the sqlite file
+Each trial proposes values from `params.tune.space.<family>`, applies `params.tune.fixed.<family>` (the
+trials' fidelity: a short schedule on the full data) and calls the one training function, `train_model`, as a
+nested MLflow run of this worker's parent run in experiment `hyperparameter-tuning`. Validation accuracy is
+the objective and is reported after every epoch to a Hyperband pruner (epochs are the resource) or a median
+pruner. Trial 0 of a new study is the family's default params, and the final candidate (best params at full
+settings) is compared on validation with the default run: the result is never below the defaults. The study
+lives in an Optuna storage URL (default: the sqlite file
 `optuna.db` at the project root), so several `ocr tune` processes, on one machine or many (e.g. with a
 PostgreSQL URL), cooperate on one study: trial numbers come from the storage, and each trial's sampling is
 seeded by `seed + trial number`, so workers never draw the same proposals.
@@ -25,8 +28,9 @@ import yaml
 from pydantic import ValidationError
 
 from cnn_ocr import tracking
-from cnn_ocr.config import ConfigError, Params, SearchDim
+from cnn_ocr.config import ConfigError, Params, SearchDim, TuneParams
 from cnn_ocr.data.atomic import atomic_write_bytes
+from cnn_ocr.tuning_rules import DEFAULTS, Outcome, default_values, fidelity, find_default_run, judge, outside_space, trial_epochs
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +56,7 @@ class TuneResult:
     final_run_id: str | None
     final_metrics: dict[str, float]
     best_params_file: Path
+    versus_defaults: Outcome | None = None
 
 
 def default_storage() -> str:
@@ -97,11 +102,14 @@ def suggest(trial: Any, space: dict[str, SearchDim]) -> dict[str, Any]:
     return out
 
 
-def _sampler(seed: int, startup_trials: int) -> Any:
+def _sampler(seed: int, startup_trials: int, first: dict[str, Any] | None = None) -> Any:
     from optuna.samplers import BaseSampler, TPESampler
 
     class TrialSeededTPE(BaseSampler):
-        """TPE whose randomness for trial n is seeded with `seed + n`: reproducible, and distinct per worker."""
+        """TPE whose randomness for trial n is seeded with `seed + n`: reproducible, and distinct per worker.
+
+        With `first`, trial 0 of the study (one per study, whichever worker gets it) takes exactly those values.
+        """
 
         def __init__(self) -> None:
             self._cache: tuple[int, TPESampler] | None = None
@@ -113,12 +121,18 @@ def _sampler(seed: int, startup_trials: int) -> Any:
             return self._cache[1]
 
         def infer_relative_search_space(self, study: Any, trial: Any) -> dict:
+            if first is not None and trial.number == 0:
+                return {}
             return self._tpe(trial).infer_relative_search_space(study, trial)
 
         def sample_relative(self, study: Any, trial: Any, search_space: dict) -> dict:
+            if first is not None and trial.number == 0:
+                return {}
             return self._tpe(trial).sample_relative(study, trial, search_space)
 
         def sample_independent(self, study: Any, trial: Any, name: str, dist: Any) -> Any:
+            if first is not None and trial.number == 0 and name in first:
+                return first[name]
             return self._tpe(trial).sample_independent(study, trial, name, dist)
 
         def before_trial(self, study: Any, trial: Any) -> None:
@@ -130,25 +144,48 @@ def _sampler(seed: int, startup_trials: int) -> Any:
     return TrialSeededTPE()
 
 
-def open_study(name: str, storage: str, seed: int, startup_trials: int, warmup_epochs: int) -> Any:
-    """Create or join study `name` (maximising validation accuracy); tolerant of workers starting together."""
+def make_pruner(tune: TuneParams, max_epochs: int) -> Any:
+    """Hyperband over epochs (1 .. the trials' epochs) or the median pruner, as `tune.pruner` says."""
+    import optuna
+
+    if tune.pruner == "hyperband":
+        return optuna.pruners.HyperbandPruner(min_resource=min(tune.min_epochs, max_epochs), max_resource=max_epochs,
+                                              reduction_factor=tune.reduction_factor)
+    # epochs are 1-based: trials always get `warmup_epochs` epochs before they can be pruned
+    return optuna.pruners.MedianPruner(n_startup_trials=tune.startup_trials, n_warmup_steps=tune.warmup_epochs + 1)
+
+
+def open_study(name: str, storage: str, seed: int, tune: TuneParams, max_epochs: int,
+               first: dict[str, Any] | None = None) -> Any:
+    """Create or join study `name` (maximising validation accuracy); tolerant of workers starting together.
+
+    `first`: the values of trial 0 (the defaults), whichever worker runs it.
+    """
     import optuna
 
     optuna.logging.set_verbosity(optuna.logging.WARNING)
     kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if storage.startswith("sqlite") else {}
-    # epochs are 1-based: trials always get `warmup_epochs` epochs before they can be pruned
-    pruner = optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs + 1)
     for attempt in range(8):
         try:
             store = optuna.storages.RDBStorage(storage, **kwargs)
-            return optuna.create_study(study_name=name, storage=store, sampler=_sampler(seed, startup_trials),
-                                       pruner=pruner, direction="maximize", load_if_exists=True)
+            return optuna.create_study(study_name=name, storage=store, sampler=_sampler(seed, tune.startup_trials, first),
+                                       pruner=make_pruner(tune, max_epochs), direction="maximize", load_if_exists=True)
         except Exception as exc:  # concurrent creation of the same tables / study: retry
             if attempt == 7:
                 raise TuningError(f"cannot open study {name!r} in {redact(storage)}: {exc}") from None
             log.debug("retrying study creation after %s", exc)
             time.sleep(0.5 + attempt)
     raise AssertionError("unreachable")
+
+
+def checked_defaults(params: Params, family: str) -> dict[str, Any]:
+    """The defaults trial 0 runs; `TuningError` if one lies outside the search space (it could not be compared)."""
+    values = default_values(params, family)
+    outside = outside_space(values, params.tune.space[family])
+    if outside:
+        raise TuningError(f"tune.space.{family} must contain the defaults (trial 0): {', '.join(outside)}; "
+                          "widen the space or set tune.enqueue_defaults=false")
+    return values
 
 
 def _ensure_tracking_store(attempts: int = 8) -> None:
@@ -180,6 +217,9 @@ def _objective(family: str, params: Params, study_name: str, storage: str) -> An
 
         tags = {"tune.role": "trial", "optuna.study": study_name, "optuna.trial": str(trial.number),
                 "optuna.storage": redact(storage), "tune.values": repr(values)}
+        if trial.number == 0 and params.tune.enqueue_defaults:
+            trial.set_user_attr("defaults", True)
+            tags["tune.defaults"] = "true"
         result = train_model(family, trial_params, experiment=tracking.TUNING_EXPERIMENT, nested=True,
                              run_name=f"trial-{trial.number}", tags=tags, epoch_callback=report)
         trial.set_user_attr("mlflow_run_id", result.run_id)
@@ -222,7 +262,9 @@ def write_best_params(path: Path, family: str, summary: dict[str, Any], best: di
     doc = {**summary, "params": {"models": {family: best}},
            "set": [f"models.{family}.{k}={v}" for k, v in best.items()]}
     head = (f"# Best hyperparameters for {family} from `ocr tune`. Review, then merge `params` into params.yaml\n"
-            f"# (or try them: ocr train --model {family} " + " ".join(f"--set {s}" for s in doc["set"]) + ").\n")
+            f"# (or try them: ocr train --model {family} " + " ".join(f"--set {s}" for s in doc["set"]) + ").\n"
+            if (summary.get("versus_defaults") or {}).get("outcome") != DEFAULTS else
+            f"# `ocr tune` kept the defaults of {family}: the tuned params did not beat them on validation accuracy.\n")
     atomic_write_bytes(Path(path), (head + yaml.safe_dump(doc, sort_keys=False)).encode())
     return Path(path)
 
@@ -237,23 +279,52 @@ def _final(family: str, params: Params, best: dict[str, Any], study: str) -> tup
     return res.run_id, res.metrics
 
 
+def _parent_params(family: str, params: Params, trials: int, timeout_s: float | None) -> dict[str, Any]:
+    tune = params.tune
+    return {"family": family, "trials": trials, "timeout_s": timeout_s, "seed": params.seed,
+            "startup_trials": tune.startup_trials, "warmup_epochs": tune.warmup_epochs, "pruner": tune.pruner,
+            "enqueue_defaults": tune.enqueue_defaults,
+            **{f"fidelity.{k}": v for k, v in fidelity(params, family).items()},
+            **{f"fixed.{k}": v for k, v in tune.fixed.get(family, {}).items()},
+            **{f"space.{k}": d.model_dump(exclude_none=True) for k, d in tune.space[family].items()}}
+
+
+def _versus_defaults(family: str, params: Params, best: Any, study: str) -> tuple[str | None, dict, Outcome]:
+    """Train the best params at full settings unless the defaults won and have a run; judge against that run."""
+    from cnn_ocr import registry
+
+    default = find_default_run(family, params, registry.search_runs([tracking.FAMILY_EXPERIMENTS[family]]))
+    defaults_won = bool(best.user_attrs.get("defaults")) or best.params == default_values(params, family)
+    if defaults_won and default is not None:
+        return None, {}, judge(default, None, True)
+    final_id, final_metrics = _final(family, params, best.params, study)
+    return final_id, final_metrics, judge(default, final_metrics, defaults_won)
+
+
+def _log_outcome(final_id: str | None, final_metrics: dict[str, float], verdict: Outcome) -> None:
+    if final_id:
+        tracking.log_metrics({f"final_{k}": final_metrics[k] for k in ("test_accuracy", "val_accuracy")})
+        tracking.set_tags({"final_run_id": final_id})
+    tracking.set_tags({"tune.outcome": verdict.outcome, "default_run_id": verdict.default_run_id or ""})
+    tracking.log_metrics({k: v for k, v in (("default_val_accuracy", verdict.default_val_accuracy),
+                                            ("val_gain_pp", verdict.val_gain_pp)) if v is not None})
+
+
 def run_tuning(family: str, params: Params, *, trials: int, timeout_s: float | None, storage: str | None,
                study_name: str | None, final: bool) -> TuneResult:
-    """Run this worker's trials on the (possibly shared) study, summarise the study, optionally train the best."""
+    """Run this worker's trials on the (possibly shared) study, summarise it, then judge it against the defaults."""
     if family not in params.tune.space or not params.tune.space[family]:
         raise TuningError(f"tune.space has no search space for {family}; add one to params.yaml")
     storage = storage or params.tune.storage or default_storage()
     name = study_name or default_study_name(family)
-    study = open_study(name, storage, params.seed, params.tune.startup_trials, params.tune.warmup_epochs)
+    first = checked_defaults(params, family) if params.tune.enqueue_defaults else None
+    study = open_study(name, storage, params.seed, params.tune, trial_epochs(params, family), first)
     _ensure_tracking_store()
     worker = f"{socket.gethostname()}-{os.getpid()}"
     tags = {"tune.role": "parent", "optuna.study": name, "optuna.storage": redact(storage), "tune.family": family,
             "tune.worker": worker, **tracking.git_tags()}
     with tracking.tracked_run(tracking.TUNING_EXPERIMENT, f"{name}-{worker}", tags) as parent:
-        tracking.log_params({"family": family, "trials": trials, "timeout_s": timeout_s, "seed": params.seed,
-                             "startup_trials": params.tune.startup_trials, "warmup_epochs": params.tune.warmup_epochs,
-                             **{f"fixed.{k}": v for k, v in params.tune.fixed.get(family, {}).items()},
-                             **{f"space.{k}": d.model_dump(exclude_none=True) for k, d in params.tune.space[family].items()}})
+        tracking.log_params(_parent_params(family, params, trials, timeout_s))
         if trials > 0:
             study.optimize(_objective(family, params, name, storage), n_trials=trials, timeout=timeout_s,
                            catch=(Exception,), gc_after_trial=True)
@@ -266,14 +337,15 @@ def run_tuning(family: str, params: Params, *, trials: int, timeout_s: float | N
                               **{f"trials_{k}": v for k, v in counts.items()}})
         tracking.set_tags({"best_trial": best.number, "best_params": repr(best.params)})
         _log_plots(study)
-        final_id, final_metrics = _final(family, params, best.params, name) if final else (None, {})
-        if final_id:
-            tracking.log_metrics({f"final_{k}": final_metrics[k] for k in ("test_accuracy", "val_accuracy")})
-            tracking.set_tags({"final_run_id": final_id})
+        final_id, final_metrics, verdict = _versus_defaults(family, params, best, name) if final else (None, {}, None)
+        if verdict is not None:
+            _log_outcome(final_id, final_metrics, verdict)
+        kept = default_values(params, family) if verdict and verdict.outcome == DEFAULTS else dict(best.params)
         summary = {"family": family, "study": name, "storage": redact(storage), "objective": f"{OBJECTIVE} (max)",
-                   "best_trial": best.number, "best_value": float(best.value), "trials": counts,
-                   "parent_run_id": parent.info.run_id, "final_run_id": final_id,
-                   "final_test_accuracy": final_metrics.get("test_accuracy")}
-        out = write_best_params(params.tune.best_params_file, family, summary, dict(best.params))
+                   "fidelity": fidelity(params, family), "best_trial": best.number, "best_value": float(best.value),
+                   "trials": counts, "parent_run_id": parent.info.run_id, "final_run_id": final_id,
+                   "final_test_accuracy": final_metrics.get("test_accuracy"),
+                   "versus_defaults": verdict.as_dict() if verdict else None}
+        out = write_best_params(params.tune.best_params_file, family, summary, kept)
     return TuneResult(name, redact(storage), parent.info.run_id, best.number, float(best.value), dict(best.params),
-                      counts, final_id, final_metrics, out)
+                      counts, final_id, final_metrics, out, verdict)

@@ -15,9 +15,12 @@ from cnn_ocr.registry import CHALLENGER, PRODUCTION, REGISTERED_MODEL, RegistryE
 REQUIRED_VERSION_TAGS = {"test_accuracy", "overfit_gap", "inference_ms_per_image", "data_version", "git_commit"}
 
 
-def _run(run_id, acc, gap, ms, start=0, **tags):
-    return RunRecord(run_id, "baseline-models", run_id, "FINISHED", start,
-                     {}, {"test_accuracy": acc, "overfit_gap": gap, "inference_ms_per_image": ms},
+def _run(run_id, acc, gap, ms, start=0, test=None, **tags):
+    """A finished run with validation accuracy `acc`, train - validation gap `gap` points, test accuracy `test`."""
+    test = acc if test is None else test
+    metrics = {"val_accuracy": acc, "train_accuracy": acc + gap / 100, "test_accuracy": test,
+               "overfit_gap": round((acc + gap / 100 - test) * 100, 6), "inference_ms_per_image": ms}
+    return RunRecord(run_id, "baseline-models", run_id, "FINISHED", start, {}, metrics,
                      {"family": "base_cnn", "dataset": "mnist", **tags})
 
 
@@ -42,17 +45,34 @@ def test_selection_rule_orders_by_accuracy_then_gap_within_the_latency_budget():
         select.winner([])
 
 
-def test_promotion_gate():
-    sel = SelectParams(margin_pp=0.1, latency_budget_ms=2.0)
-    cand = {"test_accuracy": 0.9925, "inference_ms_per_image": 1.0}
+def test_the_test_set_never_chooses_by_default():
+    runs = [_run("best-on-test", 0.990, 0.2, 1.0, test=0.999), _run("best-on-val", 0.992, 0.2, 1.0, test=0.980),
+            _run("val-tie-but-smaller-test-gap", 0.990, 0.2, 1.0, test=0.990)]
+    ranked = select.rank_candidates(runs, latency_budget_ms=5.0)
+    assert select.winner(ranked).run.run_id == "best-on-val"
+    # a tie on validation is broken by the train - validation gap (equal here), then by recency and id: not by test
+    assert {c.run.run_id for c in ranked[1:]} == {"best-on-test", "val-tie-but-smaller-test-gap"}
+    assert ranked[1].sort_key[:2] == ranked[2].sort_key[:2]
+    seed_rule = select.rank_candidates(runs, latency_budget_ms=5.0, rank_by="test_accuracy")
+    assert select.winner(seed_rule).run.run_id == "best-on-test"
+    with pytest.raises(select.SelectionError, match="rank_by"):
+        select.rank_candidates(runs, latency_budget_ms=5.0, rank_by="train_accuracy")
+
+
+@pytest.mark.parametrize("rank_by", ["val_accuracy", "test_accuracy"])
+def test_promotion_gate(rank_by):
+    sel = SelectParams(margin_pp=0.1, latency_budget_ms=2.0, rank_by=rank_by)
+    other = "test_accuracy" if rank_by == "val_accuracy" else "val_accuracy"
+    cand = {rank_by: 0.9925, other: 0.5, "inference_ms_per_image": 1.0}
     assert select.promotion_gate(cand, None, None, sel).passed
-    assert select.promotion_gate(cand, {"test_accuracy": 0.9915}, 3, sel).passed  # +0.10 points: exactly the margin
-    below = select.promotion_gate(cand, {"test_accuracy": 0.9920}, 3, sel)
+    assert select.promotion_gate(cand, {rank_by: 0.9915, other: 0.9}, 3, sel).passed  # +0.10 points: the margin
+    below = select.promotion_gate(cand, {rank_by: 0.9920, other: 0.1}, 3, sel)
     assert not below.passed and "below the margin" in below.reason and "v3" in below.reason
+    assert select.RANK_METRICS[rank_by] in below.reason
     slow = select.promotion_gate({**cand, "inference_ms_per_image": 2.5}, None, None, sel)
     assert not slow.passed and "latency budget" in slow.reason
-    zero = SelectParams(margin_pp=0.0, latency_budget_ms=2.0)
-    assert not select.promotion_gate(cand, {"test_accuracy": 0.9925}, 3, zero).passed  # a tie never promotes
+    zero = SelectParams(margin_pp=0.0, latency_budget_ms=2.0, rank_by=rank_by)
+    assert not select.promotion_gate(cand, {rank_by: 0.9925, other: 0.0}, 3, zero).passed  # a tie never promotes
 
 
 @pytest.fixture()

@@ -29,7 +29,8 @@ def populated_store(tmp_path_factory, tiny_overrides):
         mp.setenv("MLFLOW_TRACKING_URI", uri)
         mp.setenv("OCR_MLFLOW_ARTIFACT_ROOT", str(tmp / "artifacts"))
         params = load_params(overrides=tiny_overrides + [
-            "tune.fixed.improved_cnn={epochs: 1}", "tune.startup_trials=1", f"tune.best_params_file={tmp / 'best.yaml'}"])
+            "tune.fixed.improved_cnn={epochs: 1}", "tune.startup_trials=1", "tune.enqueue_defaults=false",
+            f"tune.best_params_file={tmp / 'best.yaml'}"])
         for family in ("base_cnn", "svm", "improved_cnn"):
             train_model(family, params)
         tune.run_tuning("improved_cnn", params, trials=2, timeout_s=None, storage=f"sqlite:///{tmp / 'optuna.db'}",
@@ -81,9 +82,11 @@ def test_every_number_in_the_report_equals_the_stored_value(store, tmp_path):
     assert not unexplained, f"numbers in the report with no stored source: {dict(unexplained)}"
 
     prod = client.get_model_version_by_alias(params.select.registered_model, "production")
+    val = report.FORMATS["pct"](client.get_run(prod.run_id).data.metrics["val_accuracy"])
     acc = report.FORMATS["pct"](prod.tags["test_accuracy"])
     production_section = markdown.split("## Production Model Selection")[1]
-    assert f"Test accuracy {acc}" in production_section and prod.run_id in production_section
+    assert f"Validation accuracy {val} (test accuracy, reported: {acc})" in production_section
+    assert "highest validation accuracy" in production_section and prod.run_id in production_section
     for heading in ("## Experiment Overview", "### Experiment 1: Baseline Models", "### Experiment 2: Improved CNN",
                     "### Experiment 3: Hyperparameter Tuning", "## Production Model Selection", "## MLflow Workflow"):
         assert heading in markdown

@@ -12,7 +12,7 @@ import pytest
 import yaml
 from mlflow import MlflowClient
 
-from cnn_ocr import tune
+from cnn_ocr import tune, tuning_rules
 from cnn_ocr.config import ConfigError, SearchDim, load_params
 
 SPACE = {"lr": SearchDim(low=3e-4, high=1e-3, log=True), "conv_dropout": SearchDim(low=0.25, high=0.30),
@@ -61,7 +61,7 @@ def _trial_runs(client: MlflowClient, study: str) -> list:
 def test_tuning_run_tracks_every_trial_marks_pruned_and_writes_best_params(tracking_uri, tiny_overrides, tmp_path):
     params = load_params(overrides=tiny_overrides + [
         "tune.fixed.base_cnn={epochs: 2}", "tune.final_fixed={base_cnn: {batch_size: 64}}", "tune.startup_trials=1",
-        "tune.warmup_epochs=0", f"tune.best_params_file={tmp_path / 'best.yaml'}"])
+        "tune.warmup_epochs=0", "tune.pruner=median", f"tune.best_params_file={tmp_path / 'best.yaml'}"])
     storage = f"sqlite:///{tmp_path / 'optuna.db'}"
     res = tune.run_tuning("base_cnn", params, trials=4, timeout_s=None, storage=storage, study_name="s", final=True)
 
@@ -133,3 +133,74 @@ def test_two_workers_share_one_study(tracking_uri, tiny_overrides, tmp_path):
     best = max((t for t in trials if t.value is not None), key=lambda t: t.value)
     assert summary.counts["complete"] + summary.counts["pruned"] == 4 and summary.best_trial == best.number
     assert len(_trial_runs(client, "shared")) == 4  # no new trial runs
+
+
+def _record(run_id, family="base_cnn", val=0.9, params=None, **tags):
+    from cnn_ocr.registry import RunRecord
+
+    return RunRecord(run_id, "baseline-models", run_id, "FINISHED", 0, params or {}, {"val_accuracy": val},
+                     {"family": family, **tags})
+
+
+def test_the_verdict_is_judged_on_validation_against_the_default_run():
+    default = _record("d", val=0.990)
+    better = tuning_rules.judge(default, {"val_accuracy": 0.992, "test_accuracy": 0.1}, defaults_won_study=False)
+    assert (better.outcome, better.default_run_id, better.val_gain_pp) == ("tuned", "d", 0.2)
+    worse = tuning_rules.judge(default, {"val_accuracy": 0.989, "test_accuracy": 1.0}, defaults_won_study=False)
+    assert worse.outcome == "defaults" and worse.val_gain_pp == -0.1  # a better test accuracy changes nothing
+    tie = tuning_rules.judge(default, {"val_accuracy": 0.990}, defaults_won_study=False)
+    assert tie.outcome == "defaults"  # the tuned params must gain to replace the defaults
+    won = tuning_rules.judge(default, None, defaults_won_study=True)
+    assert (won.outcome, won.val_gain_pp) == ("defaults", 0.0)
+    assert tuning_rules.judge(None, {"val_accuracy": 0.9}, defaults_won_study=False).outcome == "tuned"
+    assert tuning_rules.judge(None, {"val_accuracy": 0.9}, defaults_won_study=True).outcome == "defaults"
+
+
+def test_the_default_run_is_the_newest_run_with_the_configured_params():
+    params = load_params()
+    flat = {k: tuning_rules.as_logged(v) for k, v in
+            __import__("cnn_ocr.config", fromlist=["flatten"]).flatten(params.models.base_cnn).items()}
+    runs = [_record("trial", params=flat, **{"tune.role": "trial"}), _record("other-lr", params={**flat, "lr": "0.1"}),
+            _record("svm", family="svm", params=flat), _record("rerun", params=flat, reproduces="x"),
+            _record("default-new", params=flat), _record("default-old", params=flat)]
+    assert tuning_rules.find_default_run("base_cnn", params, runs).run_id == "default-new"
+    assert tuning_rules.find_default_run("base_cnn", params, runs[:4]) is None
+
+
+def test_defaults_outside_the_search_space_are_refused(tiny_overrides):
+    params = load_params(overrides=[*tiny_overrides, "tune.space.base_cnn={lr: {low: 0.01, high: 0.1, log: true}}"])
+    with pytest.raises(tune.TuningError, match=r"lr=0\.002.*enqueue_defaults"):
+        tune.checked_defaults(params, "base_cnn")
+    assert tuning_rules.outside_space({"a": 2, "b": 64}, {"a": SearchDim(low=1, high=3),
+                                                           "b": SearchDim(choices=[64, 128])}) == []
+
+
+def test_trial_zero_runs_the_defaults_and_tuning_never_ends_below_them(tracking_uri, tiny_splits, tiny_overrides,
+                                                                       tmp_path):
+    from cnn_ocr.train import train_model
+
+    sets = [*tiny_overrides, "tune.fixed.base_cnn={epochs: 3}", "tune.min_epochs=1", "tune.reduction_factor=2",
+            f"tune.best_params_file={tmp_path / 'best.yaml'}",
+            # a deliberately crippled final training: whatever the study finds, it must lose to the default run
+            "tune.final_fixed={base_cnn: {max_train_samples: 10}}"]
+    params = load_params(overrides=sets)
+    default = train_model("base_cnn", params)  # the stage before tuning: the default run, at full settings
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    res = tune.run_tuning("base_cnn", params, trials=3, timeout_s=None, storage=storage, study_name="h", final=True)
+
+    study = optuna.load_study(study_name="h", storage=storage)
+    assert isinstance(tune.make_pruner(params.tune, 3), optuna.pruners.HyperbandPruner)
+    first = study.trials[0]
+    assert first.params == tuning_rules.default_values(params, "base_cnn") and first.user_attrs["defaults"] is True
+    verdict = res.versus_defaults
+    assert verdict.default_run_id == default.run_id
+    assert verdict.default_val_accuracy == pytest.approx(default.metrics["val_accuracy"])
+    if verdict.outcome == "defaults" and res.final_run_id is None:
+        assert verdict.val_gain_pp == 0.0  # the defaults won the study: no final training needed
+    else:
+        assert verdict.outcome == "defaults" and verdict.val_gain_pp < 0  # the crippled final lost on validation
+    best = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert best["params"] == {"models": {"base_cnn": tuning_rules.default_values(params, "base_cnn")}}
+    assert best["versus_defaults"]["outcome"] == "defaults" and best["fidelity"]["epochs"] == 3
+    parent = MlflowClient(tracking_uri).get_run(res.parent_run_id)
+    assert parent.data.tags["tune.outcome"] == "defaults" and parent.data.params["pruner"] == "hyperband"
