@@ -97,7 +97,7 @@ def outside_space(values: dict[str, Any], space: dict[str, Any]) -> list[str]:
     for key, value in values.items():
         dim = space[key]
         inside = value in dim.choices if dim.choices is not None else (
-            value is not None and dim.low <= value <= dim.high)
+            isinstance(value, int | float) and not isinstance(value, bool) and dim.low <= value <= dim.high)
         if not inside:
             bad.append(f"{key}={value}")
     return bad

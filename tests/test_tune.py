@@ -171,8 +171,9 @@ def test_defaults_outside_the_search_space_are_refused(tiny_overrides):
     params = load_params(overrides=[*tiny_overrides, "tune.space.base_cnn={lr: {low: 0.01, high: 0.1, log: true}}"])
     with pytest.raises(tune.TuningError, match=r"lr=0\.002.*enqueue_defaults"):
         tune.checked_defaults(params, "base_cnn")
-    assert tuning_rules.outside_space({"a": 2, "b": 64}, {"a": SearchDim(low=1, high=3),
-                                                           "b": SearchDim(choices=[64, 128])}) == []
+    space = {"a": SearchDim(low=1, high=3), "b": SearchDim(choices=[64, 128])}
+    assert tuning_rules.outside_space({"a": 2, "b": 64}, space) == []
+    assert tuning_rules.outside_space({"a": "scale", "b": 32}, space) == ["a=scale", "b=32"]
 
 
 def test_trial_zero_runs_the_defaults_and_tuning_never_ends_below_them(tracking_uri, tiny_splits, tiny_overrides,

@@ -60,15 +60,15 @@ def select(
     p = params_or_fail(params, set_)
     with one_line_errors():
         outcome, ranked = select_production(p, force=force)
-    table = Table(title=f"candidates (latency budget {p.select.latency_budget_ms:g} ms)")
-    for col in ("run", "family", "test acc", "gap pts", "ms/img", "eligible"):
+    table = Table(title=f"candidates by {p.select.rank_by} (latency budget {p.select.latency_budget_ms:g} ms)")
+    for col in ("run", "family", "val acc", "test acc (reported)", "gap pts", "ms/img", "eligible"):
         table.add_column(col, no_wrap=True)
     for c in ranked:
         m = c.run.metrics
         mark = "*" if c.run.run_id == outcome.version.run_id else " "
         family = c.run.tags.get("family", "?") + (" (tuned)" if c.run.tags.get("tune.role") == "final" else "")
-        table.add_row(mark + c.run.run_id[:8], family, f"{m['test_accuracy']:.2%}", f"{m['overfit_gap']:.2f}",
-                      f"{m['inference_ms_per_image']:.2f}", "yes" if c.eligible else "no")
+        table.add_row(mark + c.run.run_id[:8], family, f"{m['val_accuracy']:.2%}", f"{m['test_accuracy']:.2%}",
+                      f"{c.sort_key[1]:.2f}", f"{m['inference_ms_per_image']:.2f}", "yes" if c.eligible else "no")
     console.print(table)
     forced = " (FORCED)" if outcome.forced else ""
     console.print(f"{outcome.version.name} v{outcome.version.version} -> {outcome.alias}{forced}: {outcome.reason}")

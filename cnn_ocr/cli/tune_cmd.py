@@ -48,7 +48,11 @@ def tune(
                                            for k, v in res.best_params.items()))
     table.add_row("parent run", res.parent_run_id)
     if res.final_run_id:
-        table.add_row("final run", f"{res.final_run_id}: test_accuracy {res.final_metrics['test_accuracy']:.2%}")
+        table.add_row("final run", f"{res.final_run_id}: val_accuracy {res.final_metrics['val_accuracy']:.2%}")
+    if res.versus_defaults is not None:
+        v = res.versus_defaults
+        gain = f"{v.val_gain_pp:+.2f} points on validation" if v.val_gain_pp is not None else "no default run to compare"
+        table.add_row("versus defaults", f"{v.outcome} ({gain})")
     table.add_row("written", str(res.best_params_file))
     console.print(table)
     console.print(f"Another worker joins with: ocr tune --model {family} --study {res.study} --storage '<same URL>'")
