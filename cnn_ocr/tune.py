@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from cnn_ocr import tracking
 from cnn_ocr.config import ConfigError, Params, SearchDim
 from cnn_ocr.data.atomic import atomic_write_bytes
+from cnn_ocr.families import FAMILIES
 
 log = logging.getLogger(__name__)
 
@@ -240,6 +241,8 @@ def _final(family: str, params: Params, best: dict[str, Any], study: str) -> tup
 def run_tuning(family: str, params: Params, *, trials: int, timeout_s: float | None, storage: str | None,
                study_name: str | None, final: bool) -> TuneResult:
     """Run this worker's trials on the (possibly shared) study, summarise the study, optionally train the best."""
+    if family not in FAMILIES:
+        raise TuningError(f"unknown model family {family!r}; choose one of: {', '.join(FAMILIES)}")
     if family not in params.tune.space or not params.tune.space[family]:
         raise TuningError(f"tune.space has no search space for {family}; add one to params.yaml")
     storage = storage or params.tune.storage or default_storage()
