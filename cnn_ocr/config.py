@@ -191,10 +191,15 @@ def apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]
     return out
 
 
-def _format_validation(exc: ValidationError) -> str:
-    err = exc.errors()[0]
+def _format_validation(exc: ValidationError, path: Path) -> str:
+    """The first problem, unknown keys before missing ones (an unknown key is often a missing one misspelt)."""
+    errors = sorted(exc.errors(), key=lambda e: {"extra_forbidden": 0, "missing": 2}.get(e["type"], 1))
+    err = errors[0]
     loc = ".".join(str(p) for p in err["loc"])
-    return f"invalid parameter {loc!r}: {err['msg']}" + (f" (and {len(exc.errors()) - 1} more)" if len(exc.errors()) > 1 else "")
+    more = f" (and {len(errors) - 1} more)" if len(errors) > 1 else ""
+    if err["type"] == "missing":
+        return f"missing parameter {loc!r}: every value is written in {path}; add it there{more}"
+    return f"invalid parameter {loc!r}: {err['msg']}{more}"
 
 
 def _with_profile(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
@@ -223,7 +228,7 @@ def load_params(path: Path | str = PARAMS_FILE, overrides: list[str] | None = No
     try:
         return Params.model_validate(raw)
     except ValidationError as exc:
-        raise ConfigError(_format_validation(exc)) from None
+        raise ConfigError(_format_validation(exc, path)) from None
 
 
 def flatten(params: BaseModel | dict[str, Any], prefix: str = "") -> dict[str, Any]:

@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cnn_ocr import registry, select
-from cnn_ocr.config import SelectParams, load_params
+from cnn_ocr.config import load_params
 from cnn_ocr.registry import CHALLENGER, PRODUCTION, REGISTERED_MODEL, RegistryError, RunRecord
 
 REQUIRED_VERSION_TAGS = {"test_accuracy", "overfit_gap", "inference_ms_per_image", "data_version", "git_commit"}
@@ -43,7 +43,7 @@ def test_selection_rule_orders_by_accuracy_then_gap_within_the_latency_budget():
 
 
 def test_promotion_gate():
-    sel = SelectParams(margin_pp=0.1, latency_budget_ms=2.0)
+    sel = load_params().select.model_copy(update={"margin_pp": 0.1, "latency_budget_ms": 2.0})
     cand = {"test_accuracy": 0.9925, "inference_ms_per_image": 1.0}
     assert select.promotion_gate(cand, None, None, sel).passed
     assert select.promotion_gate(cand, {"test_accuracy": 0.9915}, 3, sel).passed  # +0.10 points: exactly the margin
@@ -51,7 +51,7 @@ def test_promotion_gate():
     assert not below.passed and "below the margin" in below.reason and "v3" in below.reason
     slow = select.promotion_gate({**cand, "inference_ms_per_image": 2.5}, None, None, sel)
     assert not slow.passed and "latency budget" in slow.reason
-    zero = SelectParams(margin_pp=0.0, latency_budget_ms=2.0)
+    zero = sel.model_copy(update={"margin_pp": 0.0})
     assert not select.promotion_gate(cand, {"test_accuracy": 0.9925}, 3, zero).passed  # a tie never promotes
 
 
