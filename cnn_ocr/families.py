@@ -95,6 +95,7 @@ class SvmParams(Strict):
 Framework = Literal["torch", "sklearn"]
 BASELINE_EXPERIMENT = "baseline-models"
 IMPROVED_EXPERIMENT = "improved-cnn"
+ENSEMBLE = "ensemble"
 
 
 @dataclass(frozen=True)
@@ -109,6 +110,7 @@ class Family:
 
     @property
     def trainable(self) -> bool:
+        """True for the families `ocr train` trains (each has a params block)."""
         return self.params is not None
 
     def build(self, family_params: Any) -> Any:
@@ -123,9 +125,8 @@ TABLE: dict[str, Family] = {f.name: f for f in (
     Family("svm", "sklearn", SvmParams, "cnn_ocr.models.svm", BASELINE_EXPERIMENT),
     Family("improved_cnn", "torch", ImprovedCnnParams, "cnn_ocr.models.improved_cnn", IMPROVED_EXPERIMENT),
     # finished CNN runs averaged by `ocr ensemble` (cnn_ocr/ensembling.py), logged to `ensemble.experiment`
-    Family("ensemble", "torch", None, None, None),
+    Family(ENSEMBLE, "torch", None, None, None),
 )}
-ENSEMBLE = "ensemble"
 # The families `ocr train --model` trains, in params.yaml's order.
 FAMILIES: tuple[str, ...] = tuple(name for name, f in TABLE.items() if f.trainable)
 TORCH_FAMILIES: frozenset[str] = frozenset(n for n in FAMILIES if TABLE[n].framework == "torch")
