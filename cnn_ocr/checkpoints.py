@@ -1,4 +1,5 @@
-"""Training checkpoints: saved after every epoch, logged to the run when training ends early, resumed from.
+"""Training checkpoints: saved after every epoch, logged to the run when training ends early, resumed from
+(`cnn_ocr.rerun.resume_training`).
 
 A checkpoint holds the whole training state (weights, optimizer, LR schedule, random generators, early-
 stopping state, history), so `ocr train --resume RUN_ID` reaches the same final metrics as a run that was
@@ -25,8 +26,8 @@ ARTIFACT_DIR = "checkpoint"
 FILE_NAME = "last.pt"
 
 
-class ResumeError(RuntimeError):
-    """A run that cannot be resumed; the message says why and what to do."""
+class CheckpointError(RuntimeError):
+    """A run has no checkpoint to continue from; the message says why."""
 
 
 def checkpoint_root() -> Path:
@@ -83,37 +84,7 @@ def load_checkpoint(run_id: str) -> dict[str, Any]:
             try:
                 path = tracking.download_artifact(run_id, f"{ARTIFACT_DIR}/{FILE_NAME}", Path(tmp))
             except Exception:
-                raise ResumeError(f"run {run_id} has no checkpoint (none at {local_path(run_id)} and none "
-                                  "logged with the run); only CNN runs stopped after a complete epoch can be "
-                                  "resumed") from None
+                raise CheckpointError(f"run {run_id} has no checkpoint (none at {local_path(run_id)} and none "
+                                      "logged with the run); only CNN runs stopped after a complete epoch can be "
+                                      "resumed") from None
         return torch.load(path, map_location="cpu", weights_only=True)
-
-
-def resume_training(run_id: str, **callbacks: Any) -> Any:
-    """Continue the interrupted CNN run `run_id` from its last checkpoint, as a new run tagged `resumed_from`.
-
-    The params are the run's own (`params.json`); the data must still match the run's recorded hash.
-    `callbacks` are passed to `train_model` (epoch_callback, step_callback).
-    """
-    from cnn_ocr.config import Params
-    from cnn_ocr.data import load_training_data
-    from cnn_ocr.models import is_torch
-    from cnn_ocr.train import family_params, train_model
-
-    record = tracking.run_record(run_id)
-    if record["status"] == "FINISHED":
-        raise ResumeError(f"run {run_id} already FINISHED; there is nothing to resume")
-    spec = tracking.load_run_dict(run_id, "params.json")
-    family, params = spec["family"], Params.model_validate(spec["params"])
-    if not is_torch(family):
-        raise ResumeError(f"run {run_id} trained {family!r}; only the CNN families can be resumed")
-    state = load_checkpoint(run_id)
-    splits = load_training_data(family_params(params, family).data_version, params.data)
-    recorded = record["tags"].get("data_content_hash")
-    if recorded and splits.version.content_hash != recorded:
-        raise ResumeError(f"the data of run {run_id} ({splits.name}) has changed since it ran; restore it with "
-                          f"`dvc checkout {splits.version.path}` and resume again")
-    log.info("resuming run %s of %s after epoch %d", run_id, family, state["epoch"])
-    tags = {"resumed_from": run_id, "resumed_after_epoch": str(state["epoch"])}
-    return train_model(family, params, splits=splits, experiment=record["experiment"],
-                       run_name=f"{record['run_name'] or family}-resumed", tags=tags, resume=state, **callbacks)

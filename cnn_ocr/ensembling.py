@@ -15,8 +15,8 @@ import logging
 from cnn_ocr import registry, tracking
 from cnn_ocr.config import Params
 from cnn_ocr.data import load_version
+from cnn_ocr.families import ENSEMBLE, TORCH_FAMILIES
 from cnn_ocr.fit import FitResult
-from cnn_ocr.models import ENSEMBLE, TORCH_FAMILIES
 from cnn_ocr.registry import RunRecord
 from cnn_ocr.select import is_candidate
 from cnn_ocr.train import TrainResult, final_metrics, log_outputs, train_eval_indices

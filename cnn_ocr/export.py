@@ -20,6 +20,7 @@ from typing import Any
 
 import numpy as np
 
+from cnn_ocr import families
 from cnn_ocr.calibration import fit_temperature, nll, softmax
 from cnn_ocr.data.atomic import atomic_dir
 from cnn_ocr.preprocess import IMAGE_SIZE, preprocessing_spec, to_model_input
@@ -33,8 +34,8 @@ OUTPUT_NAME = "logits"
 OPSET = 17
 FORMAT_VERSION = 1
 LABELS = list(range(10))
-CNN_FAMILIES = ("base_cnn", "improved_cnn", "ensemble")
-SKLEARN_FAMILIES = ("svm",)
+CNN_FAMILIES = families.names("torch")
+SKLEARN_FAMILIES = families.names("sklearn")
 _BATCH = 512
 
 

@@ -1,25 +1,20 @@
 """`ocr reproduce RUN_ID`: train a tracked run again from what it recorded and compare the metrics.
 
-The run's `params.json` artifact gives every parameter and the seed; its tags give the family, the data
-version with its content and DVC hashes, the device and the Git commit. The local data must match the
-recorded hashes (else the user is told which `dvc checkout` restores it); a different commit or a dirty tree
-only warns. The new run carries the tag `reproduces=<RUN_ID>`. On CPU the metrics are identical.
+The run's family, params and data are read back by `cnn_ocr.rerun` (shared with `ocr train --resume`): the
+local data must match the recorded hashes (else the user is told which `dvc checkout` restores it). Its tags
+give the device and the Git commit: a different commit or a dirty tree only warns. The new run carries the
+tag `reproduces=<RUN_ID>`. On CPU the metrics are identical.
 """
 
 from __future__ import annotations
 
-import json
 import logging
-import tempfile
 from collections.abc import Callable
-from dataclasses import dataclass
-from pathlib import Path
-
-from pydantic import ValidationError
+from dataclasses import dataclass, replace
 
 from cnn_ocr import registry, tracking
-from cnn_ocr.config import Params
 from cnn_ocr.registry import RunRecord
+from cnn_ocr.rerun import RerunError, recorded_data, recorded_run, train_again
 
 log = logging.getLogger(__name__)
 
@@ -29,8 +24,8 @@ COMPARED = ("test_accuracy", "val_accuracy", "train_accuracy", "overfit_gap", "t
 INFORMATIVE = ("training_time_s", "inference_ms_per_image")
 
 
-class ReproduceError(RuntimeError):
-    """The run cannot be reproduced here; the message says what to do."""
+# The run cannot be reproduced here; the message says what to do.
+ReproduceError = RerunError
 
 
 @dataclass(frozen=True)
@@ -56,44 +51,6 @@ class Reproduction:
         return all(eq for _, _, _, eq in self.rows() if eq is not None)
 
 
-def recorded_params(run: RunRecord) -> Params:
-    """The exact params a run was trained with (its `params.json` artifact)."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            path = registry.download_artifacts(run.run_id, "params.json", Path(tmp))
-        except Exception:  # the store raises several types for a missing artifact
-            raise ReproduceError(f"run {run.run_id} has no params.json artifact; it was not made by `ocr train`") from None
-        doc = json.loads(Path(path).read_text())
-    try:
-        return Params.model_validate(doc["params"])
-    except (KeyError, ValidationError) as exc:
-        commit = run.tags.get("git_commit", "?")
-        raise ReproduceError(f"the params recorded by run {run.run_id} do not fit this code ({exc.__class__.__name__}); "
-                             f"check out its commit first: git checkout {commit}") from None
-
-
-def check_data(run: RunRecord, params: Params) -> None:
-    """Refuse unless the local data version has the content (and DVC) hash the run recorded."""
-    from cnn_ocr.data import data_version
-    from cnn_ocr.data.raw_store import CacheError
-
-    name = run.tags.get("data_version")
-    if not name:
-        raise ReproduceError(f"run {run.run_id} did not record its data version")
-    try:
-        local = data_version(name, params.data, verify=True)
-    except CacheError as exc:
-        raise ReproduceError(str(exc)) from None
-    rec_dvc, rec_content = run.tags.get("data_dvc_hash"), run.tags.get("data_content_hash")
-    dvc_differs = rec_dvc not in (None, "untracked") and local.dvc_hash not in (None, rec_dvc)
-    if dvc_differs or (rec_content and rec_content != local.content_hash):
-        commit = run.tags.get("git_commit", "<commit>")
-        raise ReproduceError(
-            f"local data {name} does not match run {run.run_id} (recorded DVC hash {rec_dvc}, content "
-            f"{(rec_content or '?')[:12]}; local DVC hash {local.dvc_hash}, content {local.content_hash[:12]}); "
-            f"restore the run's data with: git checkout {commit} -- dvc.lock && dvc checkout {local.path}")
-
-
 def code_warnings(run: RunRecord) -> list[str]:
     """Warnings when the code here is not the code the run was made with."""
     here = tracking.git_tags()
@@ -111,18 +68,14 @@ def code_warnings(run: RunRecord) -> list[str]:
 
 def reproduce_run(run_id: str, warn: Callable[[str], None] = log.warning) -> Reproduction:
     """Train `run_id` again as a new run tagged `reproduces=<run_id>`; returns both metric sets."""
-    from cnn_ocr.train import train_model
-
-    run = registry.get_run(run_id)
-    family = run.tags.get("family")
-    if run.status != "FINISHED" or not family:
+    rec = recorded_run(run_id)
+    run = rec.run
+    if run.status != "FINISHED" or not run.tags.get("family"):
         raise ReproduceError(f"run {run_id} is not a finished training run (status {run.status})")
-    params = recorded_params(run)
-    if run.tags.get("device") == "cpu" and params.device != "cpu":
-        params = params.model_copy(update={"device": "cpu"})
-    check_data(run, params)
+    if run.tags.get("device") == "cpu" and rec.params.device != "cpu":
+        rec = replace(rec, params=rec.params.model_copy(update={"device": "cpu"}))
+    splits = recorded_data(rec)
     for message in code_warnings(run):
         warn(message)
-    result = train_model(family, params, experiment=run.experiment, run_name=f"{run.name}-reproduction",
-                         tags={"reproduces": run_id})
+    result = train_again(rec, splits, f"{run.name}-reproduction", {"reproduces": run_id})
     return Reproduction(run, result.run_id, registry.get_run(result.run_id).metrics)  # as stored, like the original

@@ -18,12 +18,11 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
+from cnn_ocr.families import BASELINE_EXPERIMENT, FAMILY_EXPERIMENTS, IMPROVED_EXPERIMENT  # noqa: F401 (the experiments of the families)
+
 log = logging.getLogger(__name__)
 
-BASELINE_EXPERIMENT = "baseline-models"
-IMPROVED_EXPERIMENT = "improved-cnn"
 TUNING_EXPERIMENT = "hyperparameter-tuning"
-FAMILY_EXPERIMENTS = {"base_cnn": BASELINE_EXPERIMENT, "svm": BASELINE_EXPERIMENT, "improved_cnn": IMPROVED_EXPERIMENT}
 ARTIFACT_ROOT_ENV = "OCR_MLFLOW_ARTIFACT_ROOT"
 MODEL_ARTIFACT = "model"
 # Requirements written with logged models (inferring them costs 10+ s per model).

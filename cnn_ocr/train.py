@@ -13,11 +13,11 @@ from typing import Any
 
 import numpy as np
 
-from cnn_ocr import checkpoints, evaluate, plots, tracking
+from cnn_ocr import checkpoints, evaluate, families, plots, tracking
 from cnn_ocr.config import Params, flatten
 from cnn_ocr.data import Splits, load_training_data
+from cnn_ocr.families import family_params, is_torch
 from cnn_ocr.fit import EpochCallback, FitResult, StepCallback
-from cnn_ocr.models import build, check_family, is_torch
 from cnn_ocr.preprocess import to_model_input
 
 log = logging.getLogger(__name__)
@@ -36,11 +36,6 @@ class TrainResult:
     model: object
     history: list[dict[str, float]] = field(default_factory=list)
     best_epoch: int = 0
-
-
-def family_params(params: Params, family: str) -> Any:
-    """The `params.models.<family>` block."""
-    return getattr(params.models, check_family(family))
 
 
 def _cap_train(splits: Splits, limit: int | None, seed: int) -> Splits:
@@ -100,20 +95,21 @@ def _fit_torch(family: str, params: Params, splits: Splits, device: str, on_epoc
         return torch.from_numpy(to_model_input(x)).to(device), torch.from_numpy(y.astype(np.int64)).to(device)
 
     with torch_loop.seeded(params.seed, device):
-        model = build(family, fp).to(device)
+        model = families.get(family).build(fp).to(device)
         result = torch_loop.fit(model, tensors(splits.train_x, splits.train_y), tensors(splits.val_x, splits.val_y),
                                 fp, seed=params.seed, eval_batch_size=params.models.evaluation.batch_size,
                                 on_epoch=on_epoch, on_step=on_step, on_checkpoint=saver, resume=resume)
     return model, result
 
 
-def _fit_svm(params: Params, splits: Splits, train_idx: np.ndarray, on_epoch: EpochCallback) -> tuple[Any, FitResult]:
+def _fit_sklearn(family: str, params: Params, splits: Splits, train_idx: np.ndarray,
+                 on_epoch: EpochCallback) -> tuple[Any, FitResult]:
     from cnn_ocr.fit import svm
 
     def flat(x: np.ndarray) -> np.ndarray:
         return to_model_input(x).reshape(len(x), -1)
 
-    model = build("svm", params.models.svm)
+    model = families.get(family).build(family_params(params, family))
     tx = flat(splits.train_x)
     result = svm.fit(model, (tx, splits.train_y), (flat(splits.val_x), splits.val_y),
                      (tx[train_idx], splits.train_y[train_idx]), on_epoch=on_epoch)
@@ -240,7 +236,7 @@ def train_model(
     train_idx = train_eval_indices(len(splits.train_y), params)
     run_tags = {**splits.version.as_tags(), **tracking.git_tags(), "family": family, "device": device, **(tags or {})}
     run_tags = {k: str(v) for k, v in run_tags.items()}
-    with tracking.tracked_run(experiment or tracking.FAMILY_EXPERIMENTS[family], run_name or f"{family}-{splits.name}",
+    with tracking.tracked_run(experiment or families.get(family).experiment, run_name or f"{family}-{splits.name}",
                               run_tags, nested) as run:
         _log_inputs(params, family, splits, device)
         on_epoch = _epoch_logger(epoch_callback)
@@ -251,7 +247,7 @@ def train_model(
             with saver.logged_on_failure():
                 model, fit = _fit_torch(family, params, splits, device, on_epoch, step_callback, saver, resume)
         else:
-            model, fit = _fit_svm(params, splits, train_idx, on_epoch)
+            model, fit = _fit_sklearn(family, params, splits, train_idx, on_epoch)
         metrics, test_pred, cm = final_metrics(model, family, params, splits, device, train_idx, fit)
         log_outputs(model, family, params, splits, fit, metrics, test_pred, cm)
         tracking.set_tags({"best_epoch": fit.best_epoch, "stopped_early": str(fit.stopped_early).lower(),

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from cnn_ocr import tracking
 from cnn_ocr.config import ConfigError, Params, SearchDim, TuneParams
 from cnn_ocr.data.atomic import atomic_write_bytes
+from cnn_ocr.families import FAMILIES
 from cnn_ocr.tuning_rules import DEFAULTS, Outcome, default_values, fidelity, find_default_run, judge, outside_space, trial_epochs
 
 log = logging.getLogger(__name__)
@@ -313,6 +314,8 @@ def _log_outcome(final_id: str | None, final_metrics: dict[str, float], verdict:
 def run_tuning(family: str, params: Params, *, trials: int, timeout_s: float | None, storage: str | None,
                study_name: str | None, final: bool) -> TuneResult:
     """Run this worker's trials on the (possibly shared) study, summarise it, then judge it against the defaults."""
+    if family not in FAMILIES:
+        raise TuningError(f"unknown model family {family!r}; choose one of: {', '.join(FAMILIES)}")
     if family not in params.tune.space or not params.tune.space[family]:
         raise TuningError(f"tune.space has no search space for {family}; add one to params.yaml")
     storage = storage or params.tune.storage or default_storage()

@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from cnn_ocr.config import DataParams
+from cnn_ocr.config import load_params
 from cnn_ocr.feedback import (
     FeedbackError,
     FeedbackStore,
@@ -89,7 +89,7 @@ def test_export_writes_a_loadable_version(tmp_path):
     processed = tmp_path / "processed"
     name, folder, count = export_feedback(db, processed)
     assert (name, count) == ("feedback-1", 5) and folder == processed / "feedback-1"
-    splits = load_version(name, DataParams(processed_dir=processed))
+    splits = load_version(name, load_params().data.model_copy(update={"processed_dir": processed}))
     assert splits.train_x.shape == (5, 28, 28) and splits.train_x.dtype == np.uint8
     assert splits.train_y.tolist() == [0, 1, 2, 3, 4] and splits.train_y.dtype == np.int64
     assert splits.test_x.shape == (0, 28, 28) and splits.meta["kind"] == "feedback"

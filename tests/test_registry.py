@@ -9,7 +9,7 @@ import pytest
 from typer.testing import CliRunner
 
 from cnn_ocr import registry, select
-from cnn_ocr.config import SelectParams, load_params
+from cnn_ocr.config import load_params
 from cnn_ocr.registry import CHALLENGER, PRODUCTION, REGISTERED_MODEL, RegistryError, RunRecord
 
 REQUIRED_VERSION_TAGS = {"test_accuracy", "overfit_gap", "inference_ms_per_image", "data_version", "git_commit"}
@@ -61,7 +61,7 @@ def test_the_test_set_never_chooses_by_default():
 
 @pytest.mark.parametrize("rank_by", ["val_accuracy", "test_accuracy"])
 def test_promotion_gate(rank_by):
-    sel = SelectParams(margin_pp=0.1, latency_budget_ms=2.0, rank_by=rank_by)
+    sel = load_params().select.model_copy(update={"margin_pp": 0.1, "latency_budget_ms": 2.0, "rank_by": rank_by})
     other = "test_accuracy" if rank_by == "val_accuracy" else "val_accuracy"
     cand = {rank_by: 0.9925, other: 0.5, "inference_ms_per_image": 1.0}
     assert select.promotion_gate(cand, None, None, sel).passed
@@ -71,7 +71,7 @@ def test_promotion_gate(rank_by):
     assert select.RANK_METRICS[rank_by] in below.reason
     slow = select.promotion_gate({**cand, "inference_ms_per_image": 2.5}, None, None, sel)
     assert not slow.passed and "latency budget" in slow.reason
-    zero = SelectParams(margin_pp=0.0, latency_budget_ms=2.0, rank_by=rank_by)
+    zero = sel.model_copy(update={"margin_pp": 0.0})
     assert not select.promotion_gate(cand, {rank_by: 0.9925, other: 0.0}, 3, zero).passed  # a tie never promotes
 
 

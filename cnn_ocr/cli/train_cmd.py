@@ -117,8 +117,8 @@ def train(
     p = params_or_fail(params, (set_ or []) + overrides.split())
     setup_logging()
     from cnn_ocr import tracking
-    from cnn_ocr.checkpoints import ResumeError, resume_training
     from cnn_ocr.data.raw_store import CacheError
+    from cnn_ocr.rerun import ResumeError, resume_training
     from cnn_ocr.train import family_params, train_model
 
     for sig in (signal.SIGTERM, signal.SIGINT):  # `kill`, `dvc exp` stops and Ctrl-C end the run as KILLED

@@ -17,17 +17,12 @@ import numpy as np
 from cnn_ocr.config import DataParams
 from cnn_ocr.data.atomic import atomic_dir
 from cnn_ocr.data.augment import augment_images
+from cnn_ocr.data.layout import META, VERSIONS, version_dir
 from cnn_ocr.data.raw_store import MANIFEST, load_raw, save_npy_set, verify_folder, write_json
-from cnn_ocr.data.versions import version_dir
 from cnn_ocr.preprocess import preprocessing_spec
 
 log = logging.getLogger(__name__)
 
-VERSIONS = {
-    "v2.0": "normalized, no augmentation",
-    "v3.0": "augmented (v2.0 + random affine copies of the training split)",
-}
-META = "meta.json"
 Progress = Callable[[str, int, int], None]
 
 

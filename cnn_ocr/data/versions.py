@@ -12,6 +12,7 @@ import numpy as np
 import yaml
 
 from cnn_ocr.config import DataParams
+from cnn_ocr.data.layout import META, VERSIONS, version_dir
 from cnn_ocr.data.raw_store import CacheError, verify_folder
 
 log = logging.getLogger(__name__)
@@ -64,17 +65,11 @@ def dvc_out_hash(path: Path, lock_file: Path = DVC_LOCK) -> str | None:
     return None
 
 
-def version_dir(name: str, data: DataParams) -> Path:
-    """Where a version lives: `<processed_dir>/<name>` for MNIST, `<processed_dir>/<dataset>/<name>` otherwise."""
-    base = Path(data.processed_dir)
-    return base / name if data.dataset == "mnist" else base / data.dataset / name
-
-
 def read_meta(name: str, data: DataParams, verify: bool = True) -> dict:
     """The version's meta.json, after checking its files against their hashes (unless verify=False)."""
     folder = version_dir(name, data)
     try:
-        return verify_folder(folder, "meta.json") if verify else json.loads((folder / "meta.json").read_text())
+        return verify_folder(folder, META) if verify else json.loads((folder / META).read_text())
     except (CacheError, FileNotFoundError) as exc:
         raise CacheError(f"data version {name}: {exc}; run `dvc checkout {folder}` "
                          f"(or `ocr data prepare`) to restore it") from None
@@ -117,10 +112,10 @@ def load_training_data(name: str, data: DataParams) -> Splits:
 
 def ensure_prepared(data: DataParams) -> None:
     """Fetch and prepare the data when a processed version is missing (used by tests and smoke runs)."""
-    from cnn_ocr.data.prepare import VERSIONS, prepare
+    from cnn_ocr.data.prepare import prepare
     from cnn_ocr.data.raw_store import fetch
 
-    if all((version_dir(v, data) / "meta.json").is_file() for v in VERSIONS):
+    if all((version_dir(v, data) / META).is_file() for v in VERSIONS):
         return
     fetch(data.dataset, data.raw_dir, list(data.sources), data.idx_path, data.mirror_timeout_s)
     prepare(data)

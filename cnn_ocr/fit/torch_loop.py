@@ -19,7 +19,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from cnn_ocr.config import BatchAugmentParams, TorchTrainParams
+from cnn_ocr.families import BatchAugmentParams, TorchTrainParams
 from cnn_ocr.fit import EpochCallback, FitResult, StepCallback
 from cnn_ocr.preprocess import IMAGE_SIZE, MNIST_MEAN, MNIST_STD
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnn_ocr.config import BaseCnnParams
+from cnn_ocr.families import BaseCnnParams
 from cnn_ocr.preprocess import IMAGE_SIZE
 
 
@@ -14,11 +14,11 @@ class BaseCNN(nn.Module):
 
     def __init__(
         self,
-        conv_filters: int = 32,
-        kernel_size: int = 3,
-        pool_after_each_conv: bool = True,
-        dense_units: int = 128,
-        dropout: float = 0.0,
+        conv_filters: int,
+        kernel_size: int,
+        pool_after_each_conv: bool,
+        dense_units: int,
+        dropout: float,
         num_classes: int = 10,
     ) -> None:
         super().__init__()

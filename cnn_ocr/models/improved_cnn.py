@@ -5,7 +5,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from cnn_ocr.config import ImprovedCnnParams
+from cnn_ocr.families import ImprovedCnnParams
 from cnn_ocr.preprocess import IMAGE_SIZE
 
 
@@ -19,12 +19,12 @@ class ImprovedCNN(nn.Module):
 
     def __init__(
         self,
-        conv_filters: tuple[int, ...] = (32, 32, 64, 64),
-        kernel_size: int = 3,
-        padding: int = 0,
-        dense_units: tuple[int, ...] = (256, 128),
-        conv_dropout: float = 0.25,
-        dense_dropout: float = 0.5,
+        conv_filters: tuple[int, ...],
+        kernel_size: int,
+        padding: int,
+        dense_units: tuple[int, ...],
+        conv_dropout: float,
+        dense_dropout: float,
         num_classes: int = 10,
     ) -> None:
         super().__init__()

@@ -15,7 +15,7 @@ from sklearn.preprocessing import MinMaxScaler, StandardScaler
 from sklearn.svm import SVC
 
 from cnn_ocr.calibration import fit_temperature, log_softmax
-from cnn_ocr.config import SvmParams
+from cnn_ocr.families import SvmParams
 
 # Classes a skops-serialized CalibratedSVM may instantiate when loaded back.
 SKOPS_TRUSTED_TYPES = ["cnn_ocr.models.svm.CalibratedSVM"]
