@@ -66,8 +66,9 @@ def _model_dir(tmp: Path) -> tuple[Path, str]:
     import torch
 
     from cnn_ocr.config import load_params
-    from cnn_ocr.export import build_spec, export_onnx, write_spec
+    from cnn_ocr.export import export_onnx
     from cnn_ocr.models import build
+    from cnn_ocr.spec import build_spec, write_spec
 
     net = build("improved_cnn", load_params().models.improved_cnn)
     cached = sorted(CACHE_DIR.glob("improved_cnn-seed*.pt"))

@@ -51,6 +51,7 @@ def _peak_rss_mb() -> float:
 def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | None) -> dict[str, Any]:
     import torch
 
+    from cnn_ocr.calibration import softmax
     from cnn_ocr.fit import torch_loop
     from cnn_ocr.models import build
     from cnn_ocr.preprocess import to_model_input
@@ -79,7 +80,7 @@ def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | N
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         torch.save(model.cpu().state_dict(), cache / f"{family}-seed{seed}.pt")
-    probs = _softmax(final_logits)
+    probs = softmax(final_logits)
     return {"per_epoch": per_epoch, "train_time_s": fit.train_time_s, "epochs_run": fit.epochs_run,
             "best_epoch": fit.best_epoch, "test_accuracy": float(np.mean(probs.argmax(1) == splits.test_y)),
             "test_probs": probs, "train_images": len(splits.train_y), "epoch_images": epoch_images}
@@ -91,11 +92,6 @@ def _logits(model: Any, x: Any, batch: int) -> np.ndarray:
     model.eval()
     with torch.inference_mode():
         return torch.cat([model(x[i : i + batch]) for i in range(0, len(x), batch)]).float().cpu().numpy()
-
-
-def _softmax(z: np.ndarray) -> np.ndarray:
-    e = np.exp(z - z.max(1, keepdims=True))
-    return e / e.sum(1, keepdims=True)
 
 
 def _svm_job(params: Any, splits: Any) -> dict[str, Any]:

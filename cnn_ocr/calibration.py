@@ -1,4 +1,8 @@
-"""Temperature scaling: one scalar T, fitted on held-out data, turns scores into calibrated probabilities."""
+"""Temperature scaling: one scalar T, fitted on held-out data, turns scores into calibrated probabilities.
+
+`softmax` and `log_softmax` here are the only softmax-with-temperature of the project: training, evaluation,
+export parity and serving (through `cnn_ocr.spec`) all call them.
+"""
 
 from __future__ import annotations
 

@@ -1,9 +1,8 @@
 """Export a trained model to one self-contained ONNX file plus `spec.json`, and prove it matches.
 
-The ONNX graph takes float32 (N, 1, 28, 28) normalized by `to_model_input` (input "input") and returns
-float32 (N, 10) "logits"; probabilities are softmax(logits / temperature). For the CNNs the temperature is
-fit on the validation split (minimum negative log-likelihood). The SVM is already calibrated, so its graph
-returns log-probabilities as "logits" and its temperature is 1.
+The folder format (file names, graph input/output names, `spec.json`, logits -> probabilities) is defined in
+`cnn_ocr.spec`. For the CNNs the temperature is fit on the validation split (minimum negative log-likelihood).
+The SVM is already calibrated, so its graph returns log-probabilities as "logits" and its temperature is 1.
 
 Before a folder is written, a parity check runs ONNX Runtime and the training framework on test images:
 probabilities must agree within a tolerance and predictions must be identical, else `ExportError`.
@@ -11,29 +10,24 @@ probabilities must agree within a tolerance and predictions must be identical, e
 
 from __future__ import annotations
 
-import json
 import logging
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
 from cnn_ocr import families
-from cnn_ocr.calibration import fit_temperature, nll, softmax
+from cnn_ocr.calibration import fit_temperature, nll
 from cnn_ocr.data.atomic import atomic_dir
-from cnn_ocr.preprocess import IMAGE_SIZE, preprocessing_spec, to_model_input
+from cnn_ocr.preprocess import IMAGE_SIZE, to_model_input
+from cnn_ocr.spec import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, build_spec, graph_outputs, probabilities, write_spec
+from cnn_ocr.spec import SPEC_FILE as SPEC_FILE  # re-exported: `registry.download_onnx` imports it from here
 
 log = logging.getLogger(__name__)
 
-ONNX_FILE = "model.onnx"
-SPEC_FILE = "spec.json"
-INPUT_NAME = "input"
-OUTPUT_NAME = "logits"
 OPSET = 17
-FORMAT_VERSION = 1
-LABELS = list(range(10))
 CNN_FAMILIES = families.names("torch")
 SKLEARN_FAMILIES = families.names("sklearn")
 _BATCH = 512
@@ -89,7 +83,7 @@ def framework_probabilities(model: Any, family: str, images: np.ndarray, tempera
     if family in SKLEARN_FAMILIES:
         x = to_model_input(images)
         return np.asarray(model.predict_proba(x.reshape(len(x), -1)), dtype=np.float64)
-    return softmax(framework_logits(model, family, images), temperature)
+    return probabilities(framework_logits(model, family, images), temperature)
 
 
 def _cpu_eval_copy(model: Any) -> Any:
@@ -148,9 +142,7 @@ def onnx_probabilities(onnx_path: Path, images: np.ndarray, temperature: float) 
     opts = ort.SessionOptions()
     opts.log_severity_level = 3
     sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    x = to_model_input(images)
-    outs = [sess.run([OUTPUT_NAME], {INPUT_NAME: x[s : s + _BATCH]})[0] for s in range(0, len(x), _BATCH)]
-    return softmax(np.concatenate(outs), temperature)
+    return probabilities(graph_outputs(sess, images, batch=_BATCH), temperature)
 
 
 def check_parity(
@@ -175,27 +167,6 @@ def check_parity(
     return report
 
 
-def build_spec(temperature: float, model_block: dict[str, Any]) -> dict[str, Any]:
-    """The `spec.json` that travels with `model.onnx`."""
-    keys = ("name", "version", "family", "run_id", "alias", "test_accuracy", "data_version")
-    return {
-        "format_version": FORMAT_VERSION,
-        "input_name": INPUT_NAME,
-        "output_name": OUTPUT_NAME,
-        "labels": LABELS,
-        "temperature": float(temperature),
-        "preprocessing": preprocessing_spec(),
-        "model": {key: model_block.get(key) for key in keys},
-    }
-
-
-def write_spec(folder: Path, spec: dict[str, Any]) -> Path:
-    """Write `spec.json` (sorted, indented) into `folder`."""
-    path = Path(folder) / SPEC_FILE
-    path.write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
-    return path
-
-
 def export_model(
     model: Any,
     family: str,
@@ -218,8 +189,3 @@ def export_model(
         parity = check_parity(onnx_path, model, family, test_images, temperature, tolerance)
         write_spec(tmp, build_spec(temperature, {**model_block, "family": family}))
     return ExportResult(Path(dest), temperature, parity, before, after)
-
-
-def parity_summary(result: ExportResult) -> dict[str, Any]:
-    """Flat, loggable view of an export."""
-    return {"temperature": result.temperature, **asdict(result.parity)}
