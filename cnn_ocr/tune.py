@@ -27,6 +27,7 @@ from pydantic import ValidationError
 from cnn_ocr import tracking
 from cnn_ocr.config import ConfigError, Params, SearchDim
 from cnn_ocr.data.atomic import atomic_write_bytes
+from cnn_ocr.database import sqlalchemy_url
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +141,7 @@ def open_study(name: str, storage: str, seed: int, startup_trials: int, warmup_e
     pruner = optuna.pruners.MedianPruner(n_startup_trials=startup_trials, n_warmup_steps=warmup_epochs + 1)
     for attempt in range(8):
         try:
-            store = optuna.storages.RDBStorage(storage, **kwargs)
+            store = optuna.storages.RDBStorage(sqlalchemy_url(storage), **kwargs)  # postgresql:// -> psycopg 3
             return optuna.create_study(study_name=name, storage=store, sampler=_sampler(seed, startup_trials),
                                        pruner=pruner, direction="maximize", load_if_exists=True)
         except Exception as exc:  # concurrent creation of the same tables / study: retry
