@@ -75,6 +75,47 @@ def test_all_outputs_when_none_are_named(client, server, mnist_splits):
     assert result.as_numpy("ood_score") is None  # this model has no ood score
 
 
+@pytest.fixture(scope="module")
+def ood_server(service_model_dir, tmp_path_factory):
+    """A server whose model graph also outputs `ood_score` (here: minus the largest logit)."""
+    import onnx
+    from onnx import helper
+
+    tmp = tmp_path_factory.mktemp("oip-ood")
+    folder = tmp / "model"
+    folder.mkdir()
+    graph = onnx.load(service_model_dir / "model.onnx")
+    graph.graph.node.extend([helper.make_node("ReduceMax", ["logits"], ["max_logit"], axes=[1], keepdims=0),
+                             helper.make_node("Neg", ["max_logit"], ["ood_score"])])
+    graph.graph.output.append(helper.make_tensor_value_info("ood_score", onnx.TensorProto.FLOAT, ["batch"]))
+    onnx.checker.check_model(graph)
+    onnx.save(graph, folder / "model.onnx")
+    spec = json.loads((service_model_dir / "spec.json").read_text())
+    spec["model"]["name"] = "ood-cnn"
+    (folder / "spec.json").write_text(json.dumps(spec))
+    env = {"OCR_MODEL_PATH": str(folder), "OCR_FEEDBACK_DB": str(tmp / "feedback.db")}
+    with live_server(env, tmp / "server.log") as base:
+        yield base, folder
+
+
+def test_ood_score_output_when_the_model_has_one(ood_server, mnist_splits):
+    import onnxruntime as ort
+
+    base, folder = ood_server
+    x = to_model_input(mnist_splits.test_x[:8])
+    with triton.InferenceServerClient(url=base.removeprefix("http://")) as client:
+        meta = client.get_model_metadata("ood-cnn")
+        assert meta["outputs"][1] == {"name": "ood_score", "datatype": "FP32", "shape": [-1]}
+        tensor = triton.InferInput("input", list(x.shape), "FP32")
+        tensor.set_data_from_numpy(x)
+        result = client.infer("ood-cnn", [tensor], outputs=[triton.InferRequestedOutput(n, binary_data=b)
+                                                            for n, b in (("probabilities", True), ("ood_score", False))])
+    logits = ort.InferenceSession(str(folder / "model.onnx")).run(["logits"], {"input": x})[0]
+    assert result.as_numpy("ood_score").shape == (8,)
+    assert np.allclose(result.as_numpy("ood_score"), -logits.max(axis=1), atol=1e-4)
+    assert result.as_numpy("probabilities").argmax(axis=1).tolist() == logits.argmax(axis=1).tolist()
+
+
 def _error_of(call) -> InferenceServerException:
     with pytest.raises(InferenceServerException) as info:
         call()
