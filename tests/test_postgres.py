@@ -142,6 +142,7 @@ def _predict(base: str, pixels: list) -> dict:
     return reply.json()
 
 
+@pytest.mark.api
 def test_two_replicas_share_predictions_and_feedback(postgres, service_model_dir, mnist_splits, tmp_path):
     url = postgres.new_database("serve")
     env = {"OCR_MODEL_PATH": str(service_model_dir), "OCR_FEEDBACK_DB": url}
@@ -183,6 +184,7 @@ def test_two_replicas_share_predictions_and_feedback(postgres, service_model_dir
 
 # ---------------------------------------------------------------- Optuna and MLflow on the same server
 
+@pytest.mark.slow
 def test_two_tuning_workers_share_one_study_on_postgres(postgres, tiny_overrides, tmp_path):
     import optuna
 
@@ -205,6 +207,7 @@ def test_two_tuning_workers_share_one_study_on_postgres(postgres, tiny_overrides
         assert conn.execute("SELECT count(*) FROM trials").fetchone()[0] == 4
 
 
+@pytest.mark.slow
 def test_training_logs_to_an_mlflow_server_backed_by_postgres(postgres, tiny_overrides, tmp_path):
     from mlflow import MlflowClient
 
