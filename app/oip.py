@@ -33,6 +33,15 @@ OOD_SCORE = "ood_score"  # the graph output a model with an out-of-distribution 
 MAX_BATCH = 1024
 HEADER_LENGTH = "inference-header-content-length"
 _SHAPE = [-1, 1, IMAGE_SIZE, IMAGE_SIZE]
+_TENSOR = {"type": "object", "required": ["name", "shape", "datatype"],
+           "properties": {"name": {"type": "string"}, "shape": {"type": "array", "items": {"type": "integer"}},
+                          "datatype": {"type": "string", "example": "FP32"}, "parameters": {"type": "object"},
+                          "data": {"type": "array", "description": "row-major values (flat or nested)"}}}
+INFER_BODY = {"requestBody": {"required": True, "content": {"application/json": {"schema": {
+    "type": "object", "required": ["inputs"],
+    "properties": {"id": {"type": "string"}, "parameters": {"type": "object"}, "inputs": {"type": "array", "items": _TENSOR},
+                   "outputs": {"type": "array", "items": {"type": "object", "required": ["name"], "properties": {
+                       "name": {"type": "string"}, "parameters": {"type": "object"}}}}}}}}}}
 
 
 class ProtocolError(Exception):
@@ -54,6 +63,12 @@ async def _service_or_none(request: Request) -> OcrService | None:
 MaybeService = Annotated[OcrService | None, Depends(_service_or_none)]
 
 
+def _show(value: object) -> str:
+    """A client-sent value for an error message, cut short."""
+    text = repr(value)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
 def _error(status: int, message: str) -> JSONResponse:
     return JSONResponse({"error": message}, status_code=status)
 
@@ -61,11 +76,12 @@ def _error(status: int, message: str) -> JSONResponse:
 def _model(service: OcrService | None, name: str, version: str | None = None) -> LoadedModel:
     model = service.store.current if service is not None else None
     if model is None:
-        raise ProtocolError(404, f"Model {name!r} is not available: no model is loaded yet.")
+        raise ProtocolError(404, f"Model {_show(name)} is not available: no model is loaded yet.")
     if name != model.info.name:
-        raise ProtocolError(404, f"Unknown model {name!r}; this server serves {model.info.name!r}.")
+        raise ProtocolError(404, f"Unknown model {_show(name)}; this server serves {model.info.name!r}.")
     if version is not None and version != model.info.version:
-        raise ProtocolError(404, f"Model {name!r} has no version {version!r}; it serves version {model.info.version!r}.")
+        raise ProtocolError(404, f"Model {_show(name)} has no version {_show(version)}; "
+                                 f"it serves version {model.info.version!r}.")
     return model
 
 
@@ -81,6 +97,16 @@ def model_metadata(model: LoadedModel) -> dict[str, Any]:
         outputs.append({"name": OOD_SCORE, "datatype": "FP32", "shape": [-1]})
     return {"name": model.info.name, "versions": [model.info.version], "platform": PLATFORM,
             "inputs": [{"name": model.input_name, "datatype": "FP32", "shape": _SHAPE}], "outputs": outputs}
+
+
+def _params(obj: dict[str, Any]) -> dict[str, Any]:
+    """The `parameters` object of a request or tensor ({} when absent)."""
+    value = obj.get("parameters")
+    if value is None:
+        return {}
+    if not isinstance(value, dict):
+        raise ProtocolError(400, "'parameters' must be a JSON object.")
+    return value
 
 
 def _split_body(body: bytes, header_length: str | None) -> tuple[dict[str, Any], bytes]:
@@ -106,25 +132,25 @@ def _input_tensor(request: dict[str, Any], binary: bytes, input_name: str) -> np
         raise ProtocolError(400, f"'inputs' must hold exactly one tensor, named {input_name!r}.")
     tensor = inputs[0]
     if tensor.get("name") != input_name:
-        raise ProtocolError(400, f"Unknown input {tensor.get('name')!r}; the model takes {input_name!r}.")
+        raise ProtocolError(400, f"Unknown input {_show(tensor.get('name'))}; the model takes {input_name!r}.")
     if tensor.get("datatype") != "FP32":
-        raise ProtocolError(400, f"Input {input_name!r} must have datatype FP32, not {tensor.get('datatype')!r}.")
+        raise ProtocolError(400, f"Input {input_name!r} must have datatype FP32, not {_show(tensor.get('datatype'))}.")
     shape = tensor.get("shape")
     if (not isinstance(shape, list) or len(shape) != 4 or not all(isinstance(d, int) for d in shape)
             or shape[1:] != _SHAPE[1:] or not 1 <= shape[0] <= MAX_BATCH):
         raise ProtocolError(400, f"Input {input_name!r} must have shape [N, 1, {IMAGE_SIZE}, {IMAGE_SIZE}] with "
-                                 f"1 <= N <= {MAX_BATCH}, not {shape!r}.")
+                                 f"1 <= N <= {MAX_BATCH}, not {_show(shape)}.")
     count = int(np.prod(shape))
-    size = (tensor.get("parameters") or {}).get("binary_data_size")
+    size = _params(tensor).get("binary_data_size")
     if size is not None:
-        if size != count * 4 or len(binary) < size:
+        if not isinstance(size, int) or size != count * 4 or len(binary) < size:
             raise ProtocolError(400, f"Input {input_name!r} needs {count * 4} bytes of binary data; "
-                                     f"binary_data_size is {size} and {len(binary)} bytes follow the header.")
+                                     f"binary_data_size is {_show(size)} and {len(binary)} bytes follow the header.")
         array = np.frombuffer(binary[:size], dtype="<f4")
     else:
         try:
             array = np.asarray(tensor.get("data"), dtype=np.float32).reshape(-1)
-        except (TypeError, ValueError):
+        except (TypeError, ValueError, OverflowError):
             raise ProtocolError(400, f"Input {input_name!r}: 'data' must be a list of numbers.") from None
         if array.size != count:
             raise ProtocolError(400, f"Input {input_name!r}: shape {shape} needs {count} values, 'data' has {array.size}.")
@@ -135,7 +161,7 @@ def _input_tensor(request: dict[str, Any], binary: bytes, input_name: str) -> np
 
 def _requested(request: dict[str, Any], available: list[str]) -> dict[str, bool]:
     """Output name -> send as binary data, for the outputs asked for (all when none are named)."""
-    all_binary = bool((request.get("parameters") or {}).get("binary_data_output", False))
+    all_binary = bool(_params(request).get("binary_data_output", False))
     asked = request.get("outputs")
     if asked is None:
         return {name: all_binary for name in available}
@@ -144,8 +170,8 @@ def _requested(request: dict[str, Any], available: list[str]) -> dict[str, bool]
     wanted: dict[str, bool] = {}
     for output in asked:
         if output.get("name") not in available:
-            raise ProtocolError(400, f"Unknown output {output.get('name')!r}; the model has {available}.")
-        wanted[output["name"]] = bool((output.get("parameters") or {}).get("binary_data", all_binary))
+            raise ProtocolError(400, f"Unknown output {_show(output.get('name'))}; the model has {available}.")
+        wanted[output["name"]] = bool(_params(output).get("binary_data", all_binary))
     return wanted
 
 
@@ -222,8 +248,8 @@ def model_ready(name: str, service: MaybeService, version: str | None = None) ->
     return JSONResponse({"name": name, "ready": True})
 
 
-@router.post("/models/{name}/infer", summary="Inference")
-@router.post("/models/{name}/versions/{version}/infer", summary="Inference on one model version")
+@router.post("/models/{name}/infer", summary="Inference", openapi_extra=INFER_BODY)
+@router.post("/models/{name}/versions/{version}/infer", summary="Inference on one model version", openapi_extra=INFER_BODY)
 async def infer(name: str, request: Request, service: MaybeService, version: str | None = None) -> Response:
     """Probabilities (and the ood score, when the model has one) for a batch of normalized 28x28 inputs."""
     try:
