@@ -152,11 +152,14 @@ def test_malformed_requests_get_one_line_errors(server):
         (json.dumps({"inputs": [{**good, "data": [1e39] * 784}]}).encode(), "infinite"),  # beyond FP32
         (json.dumps({"inputs": [good], "outputs": [{"name": "logits"}]}).encode(), "Unknown output"),
         (json.dumps({"inputs": [{**good, "shape": [0, 1, 28, 28], "data": []}]}).encode(), "1 <= N"),
+        (json.dumps({"inputs": [{**good, "parameters": [1]}]}).encode(), "'parameters' must be"),
+        (json.dumps({"inputs": [{**good, "parameters": {"binary_data_size": "3136"}}]}).encode(), "binary data"),
+        (json.dumps({"inputs": [{**good, "name": "x" * 5000}]}).encode(), "Unknown input"),
     ]
     for body, words in bodies:
         reply = httpx.post(url, content=body, headers={"content-type": "application/json"}, timeout=30)
         assert reply.status_code == 400 and set(reply.json()) == {"error"}, reply.text
-        assert words in reply.json()["error"], (words, reply.text)
+        assert words in reply.json()["error"] and len(reply.json()["error"]) < 300, (words, reply.text)
     short = httpx.post(url, content=json.dumps({"inputs": [good]}).encode(),
                        headers={HEADER: "99999"}, timeout=30)
     assert short.status_code == 400 and "inference-header-content-length" in short.json()["error"]
