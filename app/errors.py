@@ -18,7 +18,7 @@ from starlette.requests import ClientDisconnect
 from app.middleware import BodyTooLarge
 from app.model_store import NoModelError
 from cnn_ocr.decode import ImageTooLarge, InvalidImage, UndecodableImage, UnsupportedImage
-from cnn_ocr.feedback import InvalidFeedback, NoFeedback, UnknownPrediction
+from cnn_ocr.feedback import InvalidFeedback, NoFeedback, StoreUnavailable, UnknownPrediction
 
 log = logging.getLogger("ocr.errors")
 
@@ -33,6 +33,7 @@ DOMAIN_STATUS: dict[type[Exception], int] = {
     InvalidImage: 422,
     InvalidFeedback: 422,
     NoModelError: 503,
+    StoreUnavailable: 503,
 }
 # Errors after which the connection is closed: the rest of an oversized body is never read.
 _CLOSE_CONNECTION = (BodyTooLarge,)

@@ -17,6 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
+from app import oip
 from app.errors import install_error_handlers
 from app.metrics import Metrics
 from app.middleware import BodyLimit, RequestObserver, StartupErrorLine, body_limit_for
@@ -88,6 +89,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.feedback_limiter = RateLimiter(settings.feedback_rate_limit)
     install_error_handlers(app)
     app.include_router(router)
+    app.include_router(oip.router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],

@@ -29,6 +29,8 @@ class Metrics:
                                ["result"], registry=self.registry)
         self.feedback = Counter("ocr_feedback_total", "Corrections stored, by whether they agree with the answer.",
                                 ["agrees"], registry=self.registry)
+        self.unrecorded = Counter("ocr_predictions_unrecorded_total", "Predictions answered but not stored for "
+                                  "feedback (feedback database unreachable).", registry=self.registry)
         for result in ("reloaded", "unchanged", "refused"):
             self.reloads.labels(result=result)
 

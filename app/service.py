@@ -18,7 +18,7 @@ from app.metrics import Metrics
 from app.model_store import LoadedModel, ModelStore, NoModelError
 from app.settings import Settings
 from cnn_ocr.decode import decode_image
-from cnn_ocr.feedback import FeedbackStore, PredictionRecord
+from cnn_ocr.feedback import FeedbackStore, PredictionRecord, StoreUnavailable
 from cnn_ocr.preprocess import Prepared, extract_ink, prepare_gray
 from cnn_ocr.segment import segment_digits
 
@@ -91,10 +91,14 @@ class OcrService:
                 "input_image": None if answer.image is None else png_data_url(answer.image)}
 
     def _record(self, model: LoadedModel, items: list[tuple[str, str, Answer | None]]) -> None:
-        self.feedback_store.record_predictions([
-            PredictionRecord(pid, kind, None if a is None else a.image, None if a is None else a.digit,
-                             0.0 if a is None else a.confidence, "read" if a is None else a.status,
-                             model.info.name, model.info.version) for pid, kind, a in items])
+        """Remember the answers for feedback; while the database is down the answers still go out, counted."""
+        try:
+            self.feedback_store.record_predictions([
+                PredictionRecord(pid, kind, None if a is None else a.image, None if a is None else a.digit,
+                                 0.0 if a is None else a.confidence, "read" if a is None else a.status,
+                                 model.info.name, model.info.version) for pid, kind, a in items])
+        except StoreUnavailable:
+            self.metrics.unrecorded.inc(len(items))
 
     def predict(self, items: list[ImageInput]) -> list[dict]:
         """Answers for one or more images, in order."""

@@ -27,7 +27,8 @@ class Settings(BaseSettings):
     max_pixels: int = Field(25_000_000, ge=64, description="Largest accepted image, in pixels (w x h).")
     batch_limit: int = Field(32, ge=1, le=1000, description="Most files in one /predict/batch request.")
     read_max_digits: int = Field(64, ge=1, le=1000, description="Most digits /read returns from one image.")
-    feedback_db: Path = Field(Path("data/feedback/feedback.db"), description="SQLite store of feedback.")
+    feedback_db: str | Path = Field("data/feedback/feedback.db", description="Feedback store: a SQLite file path or a "
+                                    "postgresql://user:pass@host/db URL shared by replicas.")
     prediction_retention_s: float = Field(7 * 24 * 3600, gt=0, description="How long predictions stay "
                                           "available for feedback.")
     reload_interval_s: float = Field(60.0, ge=0, description="Seconds between alias checks; 0 turns it off.")

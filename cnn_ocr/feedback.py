@@ -1,39 +1,57 @@
-"""Durable store of predictions and user corrections (SQLite, WAL), and its export as a dataset version.
+"""Durable store of predictions and user corrections, and its export as a dataset version.
 
-Every served prediction is kept for a while (its 28x28 input, answer and model version) so a later
-correction can refer to it by id from any worker process. A correction copies the input next to the
-corrected label, so it outlives the prediction's retention. All SQL is parameterised.
+One store, two back ends through SQLAlchemy Core: a SQLite file (WAL; the embedded default) or a PostgreSQL
+database shared by several service replicas (`OCR_FEEDBACK_DB=postgresql://user:pass@host/db`). Every served
+prediction is kept for a while (its 28x28 input, answer and model version) so a later correction can refer
+to it by id from any worker process or replica. A correction copies the input next to the corrected label,
+so it outlives the prediction's retention. All SQL is parameterised. When the database cannot be reached,
+every call raises `StoreUnavailable` and the next call tries again: nothing needs restarting.
 `export_feedback` turns the corrections into `data/processed/feedback-<n>`: the same npy + meta.json
 layout as the other versions (train split = corrections; validation and test empty).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
-import sqlite3
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
+import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql, sqlite
 
+from cnn_ocr.database import is_url, redact, sqlalchemy_url
 from cnn_ocr.preprocess import IMAGE_SIZE, preprocessing_spec
 
 log = logging.getLogger(__name__)
 
 _PIXELS = IMAGE_SIZE * IMAGE_SIZE
 _PRUNE_EVERY = 500
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS predictions (
-    id TEXT PRIMARY KEY, created_at REAL NOT NULL, kind TEXT NOT NULL, image BLOB,
-    digit INTEGER, confidence REAL, status TEXT NOT NULL, model_name TEXT, model_version TEXT);
-CREATE INDEX IF NOT EXISTS predictions_created ON predictions (created_at);
-CREATE TABLE IF NOT EXISTS feedback (
-    id INTEGER PRIMARY KEY AUTOINCREMENT, prediction_id TEXT NOT NULL UNIQUE, label INTEGER NOT NULL,
-    image BLOB NOT NULL, predicted INTEGER, confidence REAL, model_name TEXT, model_version TEXT,
-    predicted_at REAL, created_at REAL NOT NULL);
-"""
+_SCHEMA_LOCK_KEY = 7_243_011  # PostgreSQL advisory lock: replicas starting together create the tables once
+_UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
+
+_metadata = sa.MetaData()
+_predictions = sa.Table(
+    "predictions", _metadata,
+    sa.Column("id", sa.Text, primary_key=True), sa.Column("created_at", sa.Double, nullable=False),
+    sa.Column("kind", sa.Text, nullable=False), sa.Column("image", sa.LargeBinary),
+    sa.Column("digit", sa.Integer), sa.Column("confidence", sa.Double),
+    sa.Column("status", sa.Text, nullable=False), sa.Column("model_name", sa.Text),
+    sa.Column("model_version", sa.Text), sa.Index("predictions_created", "created_at"))
+_feedback = sa.Table(
+    "feedback", _metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("prediction_id", sa.Text, nullable=False, unique=True),
+    sa.Column("label", sa.Integer, nullable=False), sa.Column("image", sa.LargeBinary, nullable=False),
+    sa.Column("predicted", sa.Integer), sa.Column("confidence", sa.Double),
+    sa.Column("model_name", sa.Text), sa.Column("model_version", sa.Text),
+    sa.Column("predicted_at", sa.Double), sa.Column("created_at", sa.Double, nullable=False),
+    sqlite_autoincrement=True)
 
 
 class FeedbackError(ValueError):
@@ -50,6 +68,13 @@ class InvalidFeedback(FeedbackError):
 
 class NoFeedback(FeedbackError):
     """There are no stored corrections to export."""
+
+
+class StoreUnavailable(FeedbackError):
+    """The database cannot be reached right now; the next call tries again."""
+
+    def __init__(self) -> None:
+        super().__init__("The feedback database is unreachable right now; try again shortly.")
 
 
 @dataclass(frozen=True)
@@ -77,48 +102,87 @@ class FeedbackRecord:
     created_at: float
 
 
-class FeedbackStore:
-    """Thread-safe access to the SQLite file (one connection, WAL, serialised by a lock)."""
+def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
+    cursor = dbapi_conn.cursor()
+    cursor.execute("PRAGMA journal_mode=WAL")
+    cursor.execute("PRAGMA synchronous=NORMAL")  # with WAL: a commit survives a killed process
+    cursor.execute("PRAGMA busy_timeout=10000")
+    cursor.close()
 
-    def __init__(self, path: Path, retention_s: float = 7 * 24 * 3600) -> None:
-        self.path = Path(path)
+
+class FeedbackStore:
+    """Thread-safe predictions and corrections in a SQLite file (a path) or PostgreSQL (a URL)."""
+
+    def __init__(self, target: str | Path, retention_s: float = 7 * 24 * 3600) -> None:
+        self.target = target if is_url(target) else Path(target)
         self.retention_s = retention_s
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        self._lock = threading.Lock()
         self._inserts = 0
-        self._db = sqlite3.connect(self.path, check_same_thread=False, timeout=10.0, isolation_level=None)
-        self._db.execute("PRAGMA journal_mode=WAL")
-        self._db.execute("PRAGMA synchronous=NORMAL")  # with WAL: a commit survives a killed process
-        self._db.execute("PRAGMA busy_timeout=10000")
-        self._db.executescript(_SCHEMA)
+        self._schema_ready = False
+        url = sqlalchemy_url(self.target)
+        if isinstance(self.target, Path):
+            self.target.parent.mkdir(parents=True, exist_ok=True)
+            self._engine = sa.create_engine(url, connect_args={"check_same_thread": False, "timeout": 10.0})
+            sa.event.listen(self._engine, "connect", _sqlite_pragmas)
+            self._insert = sqlite.insert
+            # one writer at a time, as SQLite wants; PostgreSQL takes concurrent transactions
+            self._lock: threading.Lock | contextlib.nullcontext = threading.Lock()
+        else:
+            self._engine = sa.create_engine(url, pool_pre_ping=True, pool_size=4, max_overflow=8, pool_timeout=10,
+                                         connect_args={"connect_timeout": 5})
+            self._insert = postgresql.insert
+            self._lock = contextlib.nullcontext()
+        with contextlib.suppress(StoreUnavailable):  # a database down at start is retried on first use
+            with self._transaction():
+                pass
+
+    def __repr__(self) -> str:
+        return f"FeedbackStore({redact(self.target)!r})"
 
     def close(self) -> None:
-        """Checkpoint and close the database."""
-        with self._lock:
-            self._db.close()
+        """Close every pooled connection."""
+        self._engine.dispose()
+
+    @contextlib.contextmanager
+    def _transaction(self) -> Iterator[sa.Connection]:
+        """One transaction (schema created first if needed); an unreachable database -> StoreUnavailable."""
+        try:
+            with self._lock, self._engine.begin() as conn:
+                if not self._schema_ready:
+                    if conn.dialect.name == "postgresql":
+                        conn.execute(sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": _SCHEMA_LOCK_KEY})
+                    _metadata.create_all(conn)
+                    self._schema_ready = True
+                yield conn
+        except _UNREACHABLE as exc:
+            log.warning("feedback database %s unreachable: %s", redact(self.target), str(exc).splitlines()[0])
+            raise StoreUnavailable() from None
 
     def record_predictions(self, records: list[PredictionRecord]) -> None:
         """Remember served answers (one transaction), pruning expired ones now and then."""
         now = time.time()
-        rows = [(r.id, now, r.kind, None if r.image is None else _to_blob(r.image), r.digit, r.confidence,
-                 r.status, r.model_name, r.model_version) for r in records]
-        with self._lock:
-            self._db.execute("BEGIN")
-            self._db.executemany("INSERT OR REPLACE INTO predictions VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?)", rows)
+        rows = [{"id": r.id, "created_at": now, "kind": r.kind, "image": None if r.image is None else _to_blob(r.image),
+                 "digit": r.digit, "confidence": r.confidence, "status": r.status, "model_name": r.model_name,
+                 "model_version": r.model_version} for r in records]
+        if not rows:
+            return
+        stmt = self._insert(_predictions)
+        stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={
+            name: stmt.excluded[name] for name in rows[0] if name != "id"})
+        with self._transaction() as conn:
+            conn.execute(stmt, rows)
             self._inserts += len(rows)
             if self._inserts >= _PRUNE_EVERY:
                 self._inserts = 0
-                self._db.execute("DELETE FROM predictions WHERE created_at < ?", (now - self.retention_s,))
-            self._db.execute("COMMIT")
+                conn.execute(_predictions.delete().where(_predictions.c.created_at < now - self.retention_s))
 
     def add_feedback(self, prediction_id: str, label: int) -> FeedbackRecord:
         """Store the right label for a prediction (a second correction replaces the first)."""
         if not 0 <= label <= 9:
             raise InvalidFeedback("label must be a digit from 0 to 9.")
-        with self._lock:
-            row = self._db.execute(
-                "SELECT kind, image, digit, confidence, model_name, model_version, created_at FROM predictions "
-                "WHERE id = ?", (prediction_id,)).fetchone()
+        p = _predictions.c
+        with self._transaction() as conn:
+            row = conn.execute(sa.select(p.kind, p.image, p.digit, p.confidence, p.model_name, p.model_version,
+                                      p.created_at).where(p.id == prediction_id)).first()
             if row is None:
                 raise UnknownPrediction("Unknown prediction_id: it was never issued or has expired.")
             kind, image, digit, confidence, model_name, model_version, predicted_at = row
@@ -128,25 +192,26 @@ class FeedbackStore:
             if image is None:
                 raise InvalidFeedback("No digit was found in this input, so there is nothing to correct.")
             now = time.time()
-            self._db.execute(
-                "INSERT INTO feedback (prediction_id, label, image, predicted, confidence, model_name, "
-                "model_version, predicted_at, created_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                "ON CONFLICT(prediction_id) DO UPDATE SET label = excluded.label, created_at = excluded.created_at",
-                (prediction_id, label, image, digit, confidence, model_name, model_version, predicted_at, now))
+            stmt = self._insert(_feedback).values(
+                prediction_id=prediction_id, label=label, image=image, predicted=digit, confidence=confidence,
+                model_name=model_name, model_version=model_version, predicted_at=predicted_at, created_at=now)
+            conn.execute(stmt.on_conflict_do_update(index_elements=["prediction_id"], set_={
+                "label": stmt.excluded.label, "created_at": stmt.excluded.created_at}))
         return FeedbackRecord(prediction_id, label, digit, model_version, now)
 
     def feedback_arrays(self) -> tuple[np.ndarray, np.ndarray, list[str]]:
         """All corrections in insertion order: images uint8 (N, 28, 28), labels int64 (N,), model versions."""
-        with self._lock:
-            rows = self._db.execute("SELECT image, label, model_version FROM feedback ORDER BY id").fetchall()
+        f = _feedback.c
+        with self._transaction() as conn:
+            rows = conn.execute(sa.select(f.image, f.label, f.model_version).order_by(f.id)).all()
         images = np.stack([_from_blob(r[0]) for r in rows]) if rows else np.zeros((0, IMAGE_SIZE, IMAGE_SIZE),
                                                                                     np.uint8)
         return images, np.asarray([r[1] for r in rows], dtype=np.int64), [str(r[2]) for r in rows]
 
     def count_feedback(self) -> int:
         """How many corrections are stored."""
-        with self._lock:
-            return int(self._db.execute("SELECT COUNT(*) FROM feedback").fetchone()[0])
+        with self._transaction() as conn:
+            return int(conn.execute(sa.select(sa.func.count()).select_from(_feedback)).scalar_one())
 
 
 def _to_blob(image: np.ndarray) -> bytes:
@@ -169,22 +234,23 @@ def next_feedback_version(processed_dir: Path) -> str:
     return f"feedback-{max(taken, default=0) + 1}"
 
 
-def export_feedback(db_path: Path, processed_dir: Path) -> tuple[str, Path, int]:
-    """Write every stored correction as a new dataset version; returns (name, folder, count).
+def export_feedback(db: str | Path, processed_dir: Path) -> tuple[str, Path, int]:
+    """Write every stored correction (SQLite file or PostgreSQL URL) as a new dataset version.
 
-    Raises `NoFeedback` when there is nothing to export.
+    Returns (name, folder, count). Raises FeedbackError when there is nothing to export or the database
+    cannot be reached.
     """
     from cnn_ocr.data.prepare import write_version
 
-    if not Path(db_path).is_file():
-        raise NoFeedback(f"no feedback database at {db_path}")
-    store = FeedbackStore(db_path)
+    if not is_url(db) and not Path(db).is_file():
+        raise NoFeedback(f"no feedback database at {db}")
+    store = FeedbackStore(db)
     try:
         images, labels, versions = store.feedback_arrays()
     finally:
         store.close()
     if len(labels) == 0:
-        raise NoFeedback(f"{db_path} holds no feedback yet")
+        raise NoFeedback(f"{redact(db)} holds no feedback yet")
     name = next_feedback_version(processed_dir)
     folder = Path(processed_dir) / name
     empty_x = np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)

@@ -30,6 +30,7 @@ from pydantic import ValidationError
 from cnn_ocr import tracking
 from cnn_ocr.config import ConfigError, Params, SearchDim, TuneParams
 from cnn_ocr.data.atomic import atomic_write_bytes
+from cnn_ocr.database import sqlalchemy_url
 from cnn_ocr.families import FAMILIES
 from cnn_ocr.tuning_rules import DEFAULTS, Outcome, default_values, fidelity, find_default_run, judge, outside_space, trial_epochs
 
@@ -168,7 +169,7 @@ def open_study(name: str, storage: str, seed: int, tune: TuneParams, max_epochs:
     kwargs = {"engine_kwargs": {"connect_args": {"timeout": 60}}} if storage.startswith("sqlite") else {}
     for attempt in range(8):
         try:
-            store = optuna.storages.RDBStorage(storage, **kwargs)
+            store = optuna.storages.RDBStorage(sqlalchemy_url(storage), **kwargs)  # postgresql:// -> psycopg 3
             return optuna.create_study(study_name=name, storage=store, sampler=_sampler(seed, tune.startup_trials, first),
                                        pruner=make_pruner(tune, max_epochs), direction="maximize", load_if_exists=True)
         except Exception as exc:  # concurrent creation of the same tables / study: retry

@@ -107,3 +107,18 @@ def service_model_dir(mnist_splits) -> Path:
     from service_model import trained_model_dir
 
     return trained_model_dir(mnist_splits)
+
+
+# --- a real PostgreSQL server (Debian package `postgresql`), one per test session ---
+@pytest.fixture(scope="session")
+def postgres():
+    """A running throwaway PostgreSQL (`tests/pg_server.py`); skipped locally when it is not installed."""
+    from pg_server import find_bin_dir, postgres_server
+
+    bin_dir = find_bin_dir()
+    if bin_dir is None:
+        if os.environ.get("CI"):
+            pytest.fail("PostgreSQL is missing: `make test` installs the Debian package postgresql")
+        pytest.skip("Debian package postgresql is not installed")
+    with postgres_server(bin_dir) as server:
+        yield server

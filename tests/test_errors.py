@@ -18,13 +18,26 @@ from app.model_store import ModelStore, NoModelError
 from app.service import OcrService
 from app.settings import Settings
 from cnn_ocr.decode import ImageError, ImageTooLarge, InvalidImage, UndecodableImage, UnsupportedImage
-from cnn_ocr.feedback import FeedbackError, FeedbackStore, InvalidFeedback, NoFeedback, UnknownPrediction
+from cnn_ocr.feedback import (
+    FeedbackError,
+    FeedbackStore,
+    InvalidFeedback,
+    NoFeedback,
+    StoreUnavailable,
+    UnknownPrediction,
+)
 
 pytestmark = pytest.mark.api
 
 # The statuses the API documents for each domain error.
 DOCUMENTED = {UndecodableImage: 400, ImageTooLarge: 413, UnsupportedImage: 415, InvalidImage: 422,
-              UnknownPrediction: 404, InvalidFeedback: 422, NoFeedback: 404, BodyTooLarge: 413, NoModelError: 503}
+              UnknownPrediction: 404, InvalidFeedback: 422, NoFeedback: 404, BodyTooLarge: 413, NoModelError: 503,
+              StoreUnavailable: 503}
+
+
+def instance(error: type[Exception]) -> Exception:
+    """One error of each domain type, built as the code that raises it does."""
+    return error(1) if error is BodyTooLarge else error() if error is StoreUnavailable else error("x")
 
 
 def settings_for(tmp_path, model_dir, **overrides) -> Settings:
@@ -48,7 +61,7 @@ def all_subclasses(cls: type) -> set[type]:
 def test_the_table_holds_every_domain_error_with_its_documented_status():
     domain = all_subclasses(ImageError) | all_subclasses(FeedbackError) | {BodyTooLarge, NoModelError}
     assert domain == set(DOCUMENTED)
-    assert {error: status_for(error("x") if error is not BodyTooLarge else error(1)) for error in domain} == DOCUMENTED
+    assert {error: status_for(instance(error)) for error in domain} == DOCUMENTED
     assert DOMAIN_STATUS == DOCUMENTED
     assert status_for(ValueError("not a domain error")) is None
 
@@ -107,7 +120,8 @@ def test_no_model_is_503(tmp_path):
 @pytest.mark.parametrize("error", list(DOMAIN_STATUS), ids=lambda e: e.__name__)
 def test_every_table_entry_is_rendered_as_one_line(tmp_path, error):
     """Raised from inside a route's dependency, each domain error comes out with its status and message."""
-    exc = error(4096) if error is BodyTooLarge else error("The thing cannot be done; do the other thing.")
+    exc = error(4096) if error is BodyTooLarge else error() if error is StoreUnavailable else error(
+        "The thing cannot be done; do the other thing.")
 
     def failing_service():
         raise exc

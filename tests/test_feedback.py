@@ -102,7 +102,7 @@ def test_export_writes_a_loadable_version(tmp_path):
 def test_cli_export_tracks_the_version_with_dvc(tmp_path):
     project = tmp_path / "project"
     project.mkdir()
-    (project / "params.yaml").write_text("data:\n  processed_dir: data/processed\n")
+    (project / "params.yaml").write_text((ROOT / "params.yaml").read_text())  # processed_dir: data/processed
     (project / ".gitignore").write_text("/data/processed\n/data/feedback\n")
     db = project / "data" / "feedback" / "fb.db"
     store = FeedbackStore(db)

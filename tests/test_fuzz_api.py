@@ -28,12 +28,13 @@ def check_response(status: int, body: object, label: str) -> None:
     assert status < 500, f"{label}: {status} {body!r:.300}"
     if status < 400:
         return
-    assert isinstance(body, dict) and isinstance(body.get("detail"), str), f"{label}: {status} {body!r:.300}"
-    detail = body["detail"]
+    key = "error" if " /v2" in label else "detail"  # the Open Inference Protocol's own error shape
+    assert isinstance(body, dict) and isinstance(body.get(key), str), f"{label}: {status} {body!r:.300}"
+    detail = body[key]
     assert detail and "\n" not in detail and "Traceback" not in detail and len(detail) <= 300, f"{label}: {detail!r}"
     assert detail.rstrip(")").endswith((".", "?")), f"{label}: not a sentence: {detail!r}"
     if status != 409:  # a refused reload also names the status and the model still served
-        assert list(body) == ["detail"], f"{label}: {body!r:.300}"
+        assert list(body) == [key], f"{label}: {body!r:.300}"
 
 
 def fuzz_operation(operation, mode, base: str, session: requests.Session, seen: Counter) -> None:

@@ -94,7 +94,8 @@ def _track_with_dvc(folder: Path) -> str:
 
 @feedback_app.command("export")
 def export(
-    db: Annotated[Path | None, typer.Option("--db", help="Feedback database (default: OCR_FEEDBACK_DB).")] = None,
+    db: Annotated[str | None, typer.Option("--db", help="Feedback database: a SQLite file or a postgresql:// URL "
+                                           "(default: OCR_FEEDBACK_DB).")] = None,
     dvc: Annotated[bool, typer.Option("--dvc/--no-dvc", help="Track the new version with DVC.")] = True,
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
