@@ -60,3 +60,8 @@ def expect():
 
     _expect.set_options(timeout=10_000)
     return _expect
+
+
+def wait_answer(page) -> None:
+    """Wait until the page shows a final answer (or an error) for what was last drawn or uploaded."""
+    expect()(page.locator("#result[data-state=done], #result[data-state=error]")).to_have_count(1)

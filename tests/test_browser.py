@@ -6,7 +6,7 @@ import base64
 
 import numpy as np
 import pytest
-from browser_env import chromium, expect, page_server
+from browser_env import chromium, expect, page_server, wait_answer
 from image_files import png
 
 pytestmark = pytest.mark.browser
@@ -45,8 +45,10 @@ def draw_one(page) -> None:
 
 
 def test_draw_shows_prediction_bars_and_model_input(page):
-    expect()(page.locator("#model-info")).to_contain_text("test-cnn, version 1")
+    expect()(page.locator("#model-info")).to_contain_text("basic CNN")
+    assert "test-cnn, version 1" in page.locator("#model-info").get_attribute("title")
     draw_one(page)
+    wait_answer(page)
     expect()(page.locator("#digit")).to_have_text("1")
     expect()(page.locator("#top3 li")).to_have_count(3)
     width = page.locator("#top3 li .bar span").first.evaluate("e => parseFloat(e.style.width)")
