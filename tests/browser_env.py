@@ -39,15 +39,15 @@ def page_server(model_dir: Path, tmp: Path, **env: str) -> Iterator[tuple[str, P
         yield base, tmp / "feedback.db"
 
 
-def block_internet(page) -> list[str]:
-    """Abort every request to a host other than this machine; returns the list of aborted URLs."""
-    aborted: list[str] = []
+def block_internet(page) -> list[tuple[str, str]]:
+    """Abort every request to a host other than this machine; returns the aborted (resource type, URL)s."""
+    aborted: list[tuple[str, str]] = []
 
     def handle(route) -> None:
         if urlsplit(route.request.url).hostname in LOCAL_HOSTS or route.request.url.startswith("data:"):
             route.continue_()
         else:
-            aborted.append(route.request.url)
+            aborted.append((route.request.resource_type, route.request.url))
             route.abort()
 
     page.route("**/*", handle)

@@ -9,7 +9,7 @@ from __future__ import annotations
 import numpy as np
 
 INK = 80
-STEP = 3  # keep every STEP-th skeleton pixel of a stroke (the pen joins them with straight lines)
+STEP = 2  # keep every STEP-th skeleton pixel of a stroke (the pen joins them with straight lines)
 
 
 def _neighbours(img: np.ndarray) -> list[np.ndarray]:

@@ -13,7 +13,7 @@ from browser_env import chromium, expect, page_server, wait_answer
 from pen_strokes import pen_paths
 
 pytestmark = pytest.mark.browser
-N_DIGITS = 30
+N_DIGITS = 40
 N_ROWS = 12
 
 
@@ -74,7 +74,7 @@ def test_small_digits_with_the_default_pen(page, digits):
 def test_digits_filling_the_box(page, digits):
     full = accuracy_at(page, digits, 1.0)
     print(f"\ndrawn at 100 % of the box: {full:.1%} right ({len(digits[1])} digits)")
-    assert full >= 0.92
+    assert full >= 0.9
 
 
 def _extent(strokes) -> tuple[float, float]:

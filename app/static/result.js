@@ -106,14 +106,15 @@ function digitItem(d, i, n) {
   button.type = "button";
   button.className = d.status === "ok" ? "sure" : "unsure";
   button.setAttribute("aria-pressed", "false");
-  button.setAttribute("aria-label", `Digit ${i + 1} of ${n}: read as ${d.digit}`
-    + `${d.status === "ok" ? "" : ", not sure"}. Correct it.`);
+  const where = document.createElement("span");
+  where.className = "sr-only";
+  where.textContent = `Digit ${i + 1} of ${n}${d.status === "ok" ? "" : ", not sure"}: `;
   const img = document.createElement("img");
   img.src = d.input_image;
   img.alt = "";
   const cap = document.createElement("span");
   cap.textContent = `${d.digit}${d.status === "ok" ? "" : "?"} · ${(d.confidence * 100).toFixed(0)}%`;
-  button.append(img, cap);
+  button.append(where, img, cap);
   button.addEventListener("click", () => {
     for (const other of $("digits").querySelectorAll("button")) other.setAttribute("aria-pressed", "false");
     button.setAttribute("aria-pressed", "true");
