@@ -18,7 +18,9 @@ $(STAMP): pyproject.toml requirements.lock
 	$(BIN)/python -m pip install -q --no-deps -e . 2>&1 | $(PIP_QUIET)
 	@touch $(STAMP)
 
+# Browser assets (Swagger UI, ReDoc, axe-core) from pinned, checksum-verified npm tarballs (needs npm).
 install: $(STAMP)
+	$(BIN)/python -m app.vendor
 
 # Debian packages used by the tests: Chromium (browser test), Fashion-MNIST IDX files (IDX reader test), wrk (load).
 SYSTEM_PACKAGES := chromium dataset-fashion-mnist wrk

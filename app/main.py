@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from starlette.concurrency import run_in_threadpool
 
 from app import oip
+from app.docs import router as docs_router
 from app.errors import install_error_handlers
 from app.metrics import Metrics
 from app.middleware import BodyLimit, RequestObserver, StartupErrorLine, body_limit_for
@@ -80,7 +81,7 @@ async def lifespan(app: FastAPI) -> AsyncIterator[None]:
 def create_app(settings: Settings | None = None) -> FastAPI:
     """Build the FastAPI app (cheap: nothing is loaded until the lifespan starts)."""
     settings = settings or get_settings()
-    app = FastAPI(title="cnn-ocr-app", version="1", lifespan=lifespan,
+    app = FastAPI(title="cnn-ocr-app", version="1", lifespan=lifespan, docs_url=None, redoc_url=None,
                   description="Handwritten-digit OCR served with ONNX Runtime. Errors are "
                               "`{\"detail\": \"<one sentence>\"}`.")
     app.state.settings = settings
@@ -90,6 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     install_error_handlers(app)
     app.include_router(router)
     app.include_router(oip.router)
+    app.include_router(docs_router)
     app.mount("/static", StaticFiles(directory=STATIC_DIR), name="static")
     if settings.cors_origins:
         app.add_middleware(CORSMiddleware, allow_origins=settings.cors_origins, allow_methods=["GET", "POST"],

@@ -4,6 +4,7 @@ returns a response model; what it needs comes from `app.deps`, errors are raised
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Literal
 
 from fastapi import APIRouter, Request
 from fastapi.responses import FileResponse, JSONResponse, Response
@@ -40,12 +41,13 @@ async def predict_batch(request: Request, service: Service) -> dict:
     return {"results": await run_in_threadpool(service.predict, items)}
 
 
-@router.post("/read", response_model=schemas.ReadResponse, responses=schemas.ERRORS,
+@router.post("/read", response_model=schemas.ReadResponse | schemas.AutoDigitResponse, responses=schemas.ERRORS,
              openapi_extra=schemas.image_body(), summary="Read a row of digits")
-async def read(request: Request, service: Service) -> dict:
-    """All digits written in a row, left to right, with their boxes."""
+async def read(request: Request, service: Service, mode: Literal["row", "auto"] = "row") -> dict:
+    """All digits written in a row, left to right, with their boxes. `mode=auto` answers an image that holds
+    one digit as /predict does (`kind` "digit") and a row as /read does (`kind` "row")."""
     item = await single_input(request, service.settings)
-    return await run_in_threadpool(service.read, item)
+    return await run_in_threadpool(service.read_auto if mode == "auto" else service.read, item)
 
 
 @router.post("/feedback", response_model=schemas.FeedbackResponse, summary="Correct an answer",

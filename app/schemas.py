@@ -45,6 +45,11 @@ class ReadResponse(BaseModel):
     status: Status
     digits: list[ReadDigit]
     model: ModelRef
+    kind: Literal["row"] = Field("row", description="`mode=auto`: the image held two or more digits.")
+
+
+class AutoDigitResponse(PredictResponse):
+    kind: Literal["digit"] = Field("digit", description="`mode=auto`: the image held one digit (or none).")
 
 
 class FeedbackRequest(BaseModel):

@@ -109,15 +109,27 @@ class OcrService:
         self._record(model, [(pid, "digit", a) for pid, a in zip(ids, answers, strict=True)])
         return [self._response(pid, a, model) for pid, a in zip(ids, answers, strict=True)]
 
+    def _gray(self, item: ImageInput) -> tuple[np.ndarray, float]:
+        if item.pixels is not None:
+            return item.pixels, 1.0
+        decoded = decode_image(item.data or b"", max_bytes=self.settings.max_bytes, max_pixels=self.settings.max_pixels)
+        return decoded.gray, decoded.scale
+
     def read(self, item: ImageInput) -> dict:
         """All digits of a line, left to right."""
-        if item.pixels is not None:
-            gray, scale = item.pixels, 1.0
-        else:
-            decoded = decode_image(item.data or b"", max_bytes=self.settings.max_bytes,
-                                   max_pixels=self.settings.max_pixels)
-            gray, scale = decoded.gray, decoded.scale
+        gray, scale = self._gray(item)
+        return self._read_segments(segment_digits(extract_ink(gray, scale), self.settings.read_max_digits))
+
+    def read_auto(self, item: ImageInput) -> dict:
+        """One digit or a row, whichever the image holds: two or more separate digits are read as a row
+        (`kind` "row", the /read answer), anything else as one digit (`kind` "digit", the /predict answer)."""
+        gray, scale = self._gray(item)
         segments = segment_digits(extract_ink(gray, scale), self.settings.read_max_digits)
+        if len(segments) >= 2:
+            return {**self._read_segments(segments), "kind": "row"}
+        return {**self.predict([item])[0], "kind": "digit"}
+
+    def _read_segments(self, segments: list) -> dict:
         model = self.model()
         answers = self.classify(model, [s.image for s in segments])
         read_id, ids = uuid.uuid4().hex, [uuid.uuid4().hex for _ in answers]
@@ -128,7 +140,7 @@ class OcrService:
         status = "no_digit" if not digits else ("uncertain" if any(d["status"] == "uncertain" for d in digits)
                                                  else "ok")
         return {"prediction_id": read_id, "text": "".join(str(d["digit"]) for d in digits), "status": status,
-                "digits": digits, "model": {"name": model.info.name, "version": model.info.version}}
+                "digits": digits, "model": {"name": model.info.name, "version": model.info.version}, "kind": "row"}
 
     def add_feedback(self, prediction_id: str, label: int) -> dict:
         """Store a correction; `UnknownPrediction` or `InvalidFeedback` when it cannot be."""

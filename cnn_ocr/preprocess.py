@@ -21,6 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from cnn_ocr.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, InvalidImage, decode_image
+from cnn_ocr.stroke import normalize_stroke
 
 IMAGE_SIZE = 28
 # Mean and std of MNIST's 60k training pixels scaled to [0, 1].
@@ -41,6 +42,12 @@ MIN_EXTENT_FRACTION = 0.05
 MIN_EXTENT_PX = 3
 DOT_FILL = 0.7
 DOT_ASPECT = (0.5, 2.0)
+# ... and only when it is about one stroke across: its deepest ink pixel lies at least this share of its
+# narrower side from the paper on both sides (a disk: 1.0; a small 8 drawn with a thick pen: about 0.5).
+DOT_SOLID = 0.75
+# A dot is a tap of the pen (the page's pens are 4-11 % of the box): a larger solid mark is a digit seen through a thick pen
+# or a blurry lens (a closed 0 or 8), not a dot.
+DOT_EXTENT = 0.15
 # A single digit whose image is at least twice this on its shorter side is read at half resolution: the
 # 20-px result is the same, the work is a quarter (a 280-px canvas drawing: ~1.2 ms -> ~0.4 ms).
 WORK_MIN_SIDE = 112
@@ -173,10 +180,20 @@ def _no_digit_reason(mask: np.ndarray) -> str | None:
     h, w = rows[-1] - rows[0] + 1, cols[-1] - cols[0] + 1
     if max(h, w) < max(MIN_EXTENT_PX, MIN_EXTENT_FRACTION * max(mask.shape)):
         return "too small"
-    fill = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1].sum() / float(h * w)  # ink incl. soft edges
-    if DOT_ASPECT[0] <= w / h <= DOT_ASPECT[1] and fill > DOT_FILL:
+    box = mask[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    fill = box.sum() / float(h * w)  # ink incl. soft edges
+    if (DOT_ASPECT[0] <= w / h <= DOT_ASPECT[1] and fill > DOT_FILL and max(h, w) <= DOT_EXTENT * min(mask.shape)
+            and _solid(box, min(h, w))):
         return "a dot"
     return None
+
+
+def _solid(box: np.ndarray, across: int) -> bool:
+    """True when the mark is one stroke across (a dot), not a small digit written with a thick pen."""
+    from scipy import ndimage
+
+    depth = float(ndimage.distance_transform_edt(np.pad(box, 1)).max())
+    return 2.0 * depth >= DOT_SOLID * across
 
 
 def extract_ink(gray: np.ndarray, scale: float = 1.0) -> Ink:
@@ -215,7 +232,7 @@ def center_digit(ink: np.ndarray) -> np.ndarray:
     rows, cols = np.flatnonzero(ink.any(1)), np.flatnonzero(ink.any(0))
     if rows.size == 0:
         return np.zeros((IMAGE_SIZE, IMAGE_SIZE), np.uint8)
-    patch = ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1]
+    patch = normalize_stroke(ink[rows[0]:rows[-1] + 1, cols[0]:cols[-1] + 1])
     h, w = patch.shape
     ratio = DIGIT_BOX / max(h, w)
     new_w, new_h = max(1, round(w * ratio)), max(1, round(h * ratio))

@@ -3,36 +3,25 @@
 from __future__ import annotations
 
 import base64
-from pathlib import Path
 
 import numpy as np
 import pytest
+from browser_env import chromium, expect, page_server, wait_answer
 from image_files import png
-from live_server import live_server
 
 pytestmark = pytest.mark.browser
-CHROMIUM = Path("/usr/bin/chromium")
-ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"]
 
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory, service_model_dir):
-    tmp = tmp_path_factory.mktemp("browser")
-    env = {"OCR_MODEL_PATH": str(service_model_dir), "OCR_FEEDBACK_DB": str(tmp / "feedback.db")}
-    with live_server(env, tmp / "server.log") as base:
-        yield base, tmp / "feedback.db"
+    with page_server(service_model_dir, tmp_path_factory.mktemp("browser")) as running:
+        yield running
 
 
 @pytest.fixture(scope="module")
 def browser():
-    if not CHROMIUM.exists():
-        pytest.fail("/usr/bin/chromium is missing: `make system-deps` installs the Debian package chromium")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as pw:
-        chromium = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
-        yield chromium
-        chromium.close()
+    with chromium() as b:
+        yield b
 
 
 @pytest.fixture()
@@ -42,13 +31,6 @@ def page(browser, server):
     page.goto(server[0])
     yield page
     context.close()
-
-
-def expect():
-    from playwright.sync_api import expect as _expect
-
-    _expect.set_options(timeout=10_000)
-    return _expect
 
 
 def draw_one(page) -> None:
@@ -63,8 +45,10 @@ def draw_one(page) -> None:
 
 
 def test_draw_shows_prediction_bars_and_model_input(page):
-    expect()(page.locator("#model-info")).to_contain_text("test-cnn, version 1")
+    expect()(page.locator("#model-info")).to_contain_text("basic CNN")
+    assert "test-cnn, version 1" in page.locator("#model-info").get_attribute("title")
     draw_one(page)
+    wait_answer(page)
     expect()(page.locator("#digit")).to_have_text("1")
     expect()(page.locator("#top3 li")).to_have_count(3)
     width = page.locator("#top3 li .bar span").first.evaluate("e => parseFloat(e.style.width)")

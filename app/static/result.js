@@ -1,0 +1,177 @@
+// Showing answers: one digit (bars, what the model saw), a row (one button per digit), errors, corrections.
+// The result panel's data-state tells what is on screen: idle, drawing, reading, done or error.
+const $ = (id) => document.getElementById(id);
+// POST /feedback takes labels 0-9 today. When it also takes "not_a_digit", set this to true: the hidden
+// "Not a digit" button in index.html is then offered beside 0-9.
+const NOT_A_DIGIT = false;
+const REASONS = { blank: "the box is empty", "too small": "the mark is too small to read", "a dot": "it is only a dot" };
+const FAMILIES = { improved_cnn: "improved CNN", base_cnn: "basic CNN", svm: "SVM", ensemble: "CNN ensemble" };
+
+let target = null;  // what a correction applies to: {prediction_id, digit, item}
+
+export function setState(value) {
+  $("result").dataset.state = value;
+}
+
+function pct(p) {
+  return `${(p * 100).toFixed(p > 0.995 && p < 1 ? 1 : 0)} %`;
+}
+
+function runnerUp(probabilities, digit) {
+  let best = null;
+  probabilities.forEach((p, d) => { if (d !== digit && (best === null || p > probabilities[best])) best = d; });
+  return best;
+}
+
+export function resetResult(text) {
+  $("error").hidden = true;
+  $("result").hidden = false;
+  $("result").className = "";
+  $("digit").textContent = "–";
+  $("status").textContent = text;
+  $("top3").replaceChildren();
+  $("digits").replaceChildren();
+  $("digits").hidden = true;
+  $("seen-figure").hidden = true;
+  setTarget(null);
+  setState("idle");
+}
+
+export function showError(text) {
+  // An error replaces the answer: nothing of an older answer stays on screen beside it.
+  resetResult("");
+  $("result").hidden = true;
+  $("error").textContent = text;
+  $("error").hidden = false;
+  setState("error");
+}
+
+export function showPrediction(data) {
+  resetResult("");
+  const sure = data.status === "ok";
+  $("result").className = data.status === "no_digit" ? "none" : (sure ? "sure" : "unsure");
+  if (data.status === "no_digit") {
+    $("status").textContent = `No digit found: ${REASONS[data.reason] || data.reason || "nothing to read"}.`;
+  } else if (sure) {
+    $("digit").textContent = String(data.digit);
+    $("status").textContent = `Sure: ${data.digit} (${pct(data.confidence)})`;
+  } else {
+    const other = runnerUp(data.probabilities, data.digit);
+    $("digit").textContent = `${data.digit}?`;
+    $("status").textContent = `Maybe ${data.digit} — or ${other}? (${pct(data.confidence)})`;
+  }
+  const top = data.probabilities.map((p, d) => [d, p]).sort((a, b) => b[1] - a[1]).slice(0, 3);
+  $("top3").replaceChildren(...(data.status === "no_digit" ? [] : top.map(([d, p]) => barItem(d, p))));
+  $("seen-figure").hidden = !data.input_image;
+  if (data.input_image) $("seen").src = data.input_image;
+  if (data.digit !== null) setTarget({ prediction_id: data.prediction_id, digit: data.digit, item: null });
+  setState("done");
+}
+
+function barItem(digit, p) {
+  const li = document.createElement("li");
+  const label = document.createElement("span");
+  label.textContent = String(digit);
+  const bar = document.createElement("div");
+  bar.className = "bar";
+  bar.setAttribute("role", "img");
+  bar.setAttribute("aria-label", `${digit}: ${(p * 100).toFixed(1)} percent`);
+  const fill = document.createElement("span");
+  fill.style.width = `${Math.max(0, Math.min(100, p * 100)).toFixed(1)}%`;
+  bar.append(fill);
+  const share = document.createElement("span");
+  share.className = "pct";
+  share.textContent = `${(p * 100).toFixed(0)}%`;
+  li.append(label, bar, share);
+  return li;
+}
+
+export function showRead(data) {
+  resetResult("");
+  const unsure = data.digits.filter((d) => d.status !== "ok").length;
+  $("result").className = data.status === "no_digit" ? "none" : (unsure ? "unsure" : "sure");
+  $("digit").textContent = data.digits.map((d) => (d.status === "ok" ? d.digit : `${d.digit}?`)).join("") || "–";
+  const n = data.digits.length;
+  $("status").textContent = !n ? "No digits found." : `${n} digit${n === 1 ? "" : "s"}`
+    + (unsure ? `, ${unsure} not sure: choose a digit below to check it.` : ". Choose one to correct it.");
+  const items = data.digits.map((d, i) => digitItem(d, i, n));
+  $("digits").replaceChildren(...items);
+  $("digits").hidden = !items.length;
+  setState("done");
+}
+
+function digitItem(d, i, n) {
+  const li = document.createElement("li");
+  const button = document.createElement("button");
+  button.type = "button";
+  button.className = d.status === "ok" ? "sure" : "unsure";
+  button.setAttribute("aria-pressed", "false");
+  const where = document.createElement("span");
+  where.className = "sr-only";
+  where.textContent = `Digit ${i + 1} of ${n}${d.status === "ok" ? "" : ", not sure"}: `;
+  const img = document.createElement("img");
+  img.src = d.input_image;
+  img.alt = "";
+  const cap = document.createElement("span");
+  cap.textContent = `${d.digit}${d.status === "ok" ? "" : "?"} · ${(d.confidence * 100).toFixed(0)}%`;
+  button.append(where, img, cap);
+  button.addEventListener("click", () => {
+    for (const other of $("digits").querySelectorAll("button")) other.setAttribute("aria-pressed", "false");
+    button.setAttribute("aria-pressed", "true");
+    setTarget({ prediction_id: d.prediction_id, digit: d.digit, item: cap, index: i, count: n });
+  });
+  li.append(button);
+  return li;
+}
+
+function setTarget(next) {
+  target = next;
+  $("feedback").hidden = !next;
+  $("feedback-status").textContent = "";
+  for (const b of document.querySelectorAll(".digit-buttons button")) b.setAttribute("aria-pressed", "false");
+  document.querySelector(".not-digit").hidden = !NOT_A_DIGIT;
+  if (next) {
+    $("feedback-label").textContent = next.count
+      ? `Digit ${next.index + 1} of ${next.count} (read as ${next.digit}) is really…`
+      : "Wrong? The right digit is…";
+  }
+}
+
+async function sendFeedback(button) {
+  if (!target) return;
+  const raw = button.dataset.label;
+  const label = raw === "not_a_digit" ? raw : Number(raw);
+  const current = target;
+  try {
+    const res = await fetch("/feedback", {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify({ prediction_id: current.prediction_id, label }),
+    });
+    const data = await res.json();
+    if (current !== target) return;
+    if (!res.ok) { $("feedback-status").textContent = data.detail; return; }
+    for (const b of document.querySelectorAll(".digit-buttons button")) b.setAttribute("aria-pressed", String(b === button));
+    const said = label === "not_a_digit" ? "not a digit" : String(label);
+    $("feedback-status").textContent = `Thanks: saved as ${said}.`;
+    if (current.item) current.item.textContent = `${said} ✓ (was ${current.digit})`;
+  } catch (err) {
+    $("feedback-status").textContent = "The feedback could not be sent.";
+  }
+}
+
+for (const button of document.querySelectorAll(".digit-buttons button")) {
+  button.addEventListener("click", () => sendFeedback(button));
+}
+
+export function describeModel(data) {
+  // In words a user understands; the technical version goes in the tooltip.
+  const kind = FAMILIES[data.family] || data.name;
+  const parts = [kind];
+  if (data.test_accuracy !== null && data.test_accuracy !== undefined) {
+    parts.push(`${(data.test_accuracy * 100).toFixed(1)} % right on the MNIST test digits`);
+  }
+  const tooltip = `${data.name}, version ${data.version}${data.alias ? ` (${data.alias})` : ""}`
+    + `${data.data_version ? `, data ${data.data_version}` : ""}, loaded ${data.loaded_at}`;
+  return { text: `Model: ${parts.join(", ")}`, tooltip };
+}
