@@ -22,6 +22,7 @@ COMMAND_MODULES = [
     "train_cmd",
     "lifecycle_cmd",
     "serve_cmd",
+    "batch_cmd",
 ]
 
 for _name in COMMAND_MODULES:

@@ -1,0 +1,154 @@
+"""Batch OCR benchmark: images/s of `ocr batch`'s two engines (local process pool, Ray Data) on generated files.
+
+Two workloads: 28x28 PNGs (MNIST test digits, half of them dark ink on white) and ~1 MP JPEG photos (an MNIST
+digit, scaled up as dark ink, pasted on a paper-like background with shading and grain). Each run goes
+through `run_batch` exactly as the command does, into a fresh output folder. Figures per run: end-to-end
+images/s (start-up included) and the steady rate once the first results arrived; Ray's start-up
+(`ray.init`) is timed on its own.
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import core_count, summarize, target, write_result
+
+log = logging.getLogger(__name__)
+
+FULL = {"pngs": 20_000, "photos": 1_000, "repeats": 2, "photo_size": (1152, 864)}
+SMOKE = {"pngs": 200, "photos": 8, "repeats": 1, "photo_size": (1152, 864)}
+
+
+def _digits(n: int) -> np.ndarray:
+    from cnn_ocr.config import load_params
+    from cnn_ocr.data import ensure_prepared, load_version
+
+    params = load_params()
+    ensure_prepared(params.data)
+    test_x = load_version("v2.0", params.data).test_x
+    return test_x[np.arange(n) % len(test_x)]
+
+
+def _pngs(folder: Path, n: int) -> None:
+    from PIL import Image
+
+    folder.mkdir()
+    for i, img in enumerate(_digits(n)):
+        Image.fromarray(img if i % 2 else 255 - img).save(folder / f"{i:06d}.png")
+
+
+def _photo(digit: np.ndarray, size: tuple[int, int], rng: np.random.Generator) -> bytes:
+    """A ~1 MP JPEG: light, unevenly lit paper with grain and a dark handwritten-like digit."""
+    from PIL import Image
+
+    w, h = size
+    yy, xx = np.mgrid[0:h, 0:w].astype(np.float32)
+    paper = 215 + 25 * (xx / w) - 15 * (yy / h) + rng.normal(0, 4, (h, w)).astype(np.float32)
+    side = int(rng.integers(h // 4, h // 2))
+    ink = np.asarray(Image.fromarray(digit).resize((side, side), Image.Resampling.BICUBIC), np.float32) / 255.0
+    y0, x0 = int(rng.integers(0, h - side)), int(rng.integers(0, w - side))
+    region = paper[y0:y0 + side, x0:x0 + side]
+    paper[y0:y0 + side, x0:x0 + side] = region * (1 - ink) + 35 * ink
+    rgb = np.clip(np.stack([paper, paper * 0.98, paper * 0.93], axis=-1), 0, 255).astype(np.uint8)
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, "JPEG", quality=88)
+    return buf.getvalue()
+
+
+def _photos(folder: Path, n: int, size: tuple[int, int]) -> None:
+    folder.mkdir()
+    rng = np.random.default_rng(0)
+    for i, digit in enumerate(_digits(n)):
+        (folder / f"{i:05d}.jpg").write_bytes(_photo(digit, size, rng))
+
+
+def _one_run(paths: list[str], out: Path, ref: Any, engine: str, workers: int) -> dict[str, float]:
+    from cnn_ocr.batch.job import BatchOptions, run_batch
+    from cnn_ocr.reader import ReadLimits
+
+    marks: list[tuple[float, int]] = []
+    start = time.perf_counter()
+    summary = run_batch(paths, out, ref, ReadLimits(), BatchOptions(engine=engine, workers=workers),
+                        on_progress=lambda n: marks.append((time.perf_counter(), n)))
+    end = time.perf_counter()
+    if summary.written != len(paths):
+        raise RuntimeError(f"{engine} engine wrote {summary.written} rows for {len(paths)} files")
+    first_t, first_n = marks[0]
+    steady = (len(paths) - first_n) / (end - first_t) if end > first_t and len(marks) > 1 else float("nan")
+    return {"seconds": end - start, "images_per_s": len(paths) / (end - start), "steady_images_per_s": steady,
+            "first_result_s": first_t - start, "errors": summary.errors}
+
+
+def _measure(paths: list[str], tmp: Path, ref: Any, engine: str, workers: int, repeats: int) -> dict[str, Any]:
+    runs = [_one_run(paths, tmp / f"out-{engine}-{time.monotonic_ns()}", ref, engine, workers) for _ in range(repeats)]
+    return {"files": len(paths), **{k: summarize([r[k] for r in runs]) for k in runs[0]}}
+
+
+def _ray_startup(workers: int) -> float:
+    import ray
+
+    from cnn_ocr.batch.engines import start_ray
+
+    start = time.perf_counter()
+    start_ray(None, workers)
+    ray.data.range(workers).materialize()  # a first trivial job: the worker processes exist
+    return time.perf_counter() - start
+
+
+def _targets(fig: dict[str, Any]) -> list[dict[str, Any]]:
+    out = [target("ocr batch --engine local, 28x28 PNGs", fig["png"]["local"]["images_per_s"]["median"], 1500,
+                  "img/s", True),
+           target("ocr batch --engine local, 1 MP JPEG photos", fig["photo"]["local"]["images_per_s"]["median"], 100,
+                  "img/s", True)]
+    for kind in ("png", "photo"):
+        ray, local = fig[kind].get("ray"), fig[kind]["local"]
+        if ray:
+            ratio = ray["steady_images_per_s"]["median"] / local["steady_images_per_s"]["median"]
+            out.append(target(f"Ray / local steady rate, {kind}s", round(100 * ratio, 1), 70, "%", True,
+                              "once started; Ray start-up measured separately"))
+    return out
+
+
+def run(smoke: bool = False, out_dir: Path | None = None) -> Path:
+    """Run the batch benchmark and write `batch.json`; returns its path."""
+    from benchmarks.service import _model_dir
+    from cnn_ocr.batch.rows import ModelRef, load_session_model
+
+    cfg = SMOKE if smoke else FULL
+    workers = core_count()
+    fig: dict[str, Any] = {"workers": workers}
+    with tempfile.TemporaryDirectory() as tmp_name:
+        tmp = Path(tmp_name)
+        folder, fig["model"] = _model_dir(tmp)
+        info = load_session_model(ModelRef(str(folder), "", "")).info
+        ref = ModelRef(str(folder), info.name, info.version)
+        _pngs(tmp / "pngs", cfg["pngs"])
+        _photos(tmp / "photos", cfg["photos"], cfg["photo_size"])
+        fig["photo_bytes_mean"] = float(np.mean([p.stat().st_size for p in (tmp / "photos").iterdir()]))
+        sets = {"png": sorted(str(p) for p in (tmp / "pngs").iterdir()),
+                "photo": sorted(str(p) for p in (tmp / "photos").iterdir())}
+        for kind, paths in sets.items():
+            fig[kind] = {"local": _measure(paths, tmp, ref, "local", workers, cfg["repeats"])}
+        try:
+            import ray
+        except ImportError:
+            fig["ray"] = "not installed (optional extra `batch`)"
+        else:
+            fig["ray_startup_s"] = _ray_startup(workers)
+            try:
+                for kind, paths in sets.items():
+                    fig[kind]["ray"] = _measure(paths, tmp, ref, "ray", workers, cfg["repeats"])
+            finally:
+                ray.shutdown()
+    from benchmarks.common import RESULTS_DIR
+
+    settings = {"smoke": smoke, **cfg, "workers": workers, "batch_size": 128, "chunk_size": 2048}
+    return write_result("batch", "smoke" if smoke else "full", fig, _targets(fig), "cpu", settings,
+                        out_dir or RESULTS_DIR)
