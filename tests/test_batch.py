@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import subprocess
@@ -11,12 +12,16 @@ import time
 from pathlib import Path
 
 import numpy as np
+import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+from fastapi.testclient import TestClient
 from image_files import png
 from typer.testing import CliRunner
 
-from cnn_ocr.cli import app
+from app.main import create_app
+from app.settings import Settings
+from cnn_ocr.cli import app as ocr_app
 
 ROOT = Path(__file__).resolve().parents[1]
 N_GOOD = 60
@@ -24,7 +29,7 @@ N_GOOD = 60
 
 def run_cli(*args: str) -> tuple[int, str]:
     """Run `ocr ...` in this process; (exit code, stdout + stderr)."""
-    result = CliRunner().invoke(app, list(args))
+    result = CliRunner().invoke(ocr_app, list(args))
     return result.exit_code, result.output
 
 
@@ -73,7 +78,8 @@ def test_folder_gives_one_row_per_file_and_bad_files_are_error_rows(service_mode
 def test_a_line_of_digits_is_read_left_to_right_with_boxes(service_model_dir, mnist_splits, tmp_path):
     strip = np.concatenate([np.pad(mnist_splits.test_x[i], 6) for i in (0, 1, 2)], axis=1)
     (tmp_path / "in").mkdir()
-    (tmp_path / "in" / "line.png").write_bytes(png(255 - np.kron(strip, np.ones((4, 4), np.uint8))))
+    line = png(255 - np.kron(strip, np.ones((4, 4), np.uint8)))
+    (tmp_path / "in" / "line.png").write_bytes(line)
     code, output = run_cli("batch", str(tmp_path / "in"), "--out", str(tmp_path / "o"), "--model-path",
                            str(service_model_dir), "--workers", "1")
     assert code == 0, output
@@ -81,6 +87,13 @@ def test_a_line_of_digits_is_read_left_to_right_with_boxes(service_model_dir, mn
     assert row["text"] == "".join(str(int(mnist_splits.test_y[i])) for i in (0, 1, 2))
     xs = [d["box"][0] for d in row["digits"]]
     assert xs == sorted(xs) and xs[0] < 160 <= xs[1] < 320 <= xs[2]  # each 40-px digit cell scaled 4x
+    # the service's /read gives the same answer for the same file
+    settings = Settings(model_path=service_model_dir, feedback_db=tmp_path / "f.db", reload_interval_s=0)
+    with TestClient(create_app(settings)) as client:
+        served = client.post("/read", files={"file": ("line.png", line, "image/png")}).json()
+    assert (served["text"], served["status"]) == (row["text"], row["status"])
+    keys = ("digit", "confidence", "status", "box")
+    assert [{k: d[k] for k in keys} for d in served["digits"]] == [{k: d[k] for k in keys} for d in row["digits"]]
 
 
 def test_glob_csv_and_parquet_manifests(service_model_dir, image_dir, tmp_path):
@@ -92,8 +105,6 @@ def test_glob_csv_and_parquet_manifests(service_model_dir, image_dir, tmp_path):
     assert [r["path"] for r in rows(tmp_path / "g")] == [p for p in pngs if Path(p).name.startswith("digit_00")]
     # relative manifest paths are relative to the manifest's folder
     (folder / "manifest.csv").write_text("path,label\n" + "".join(f"{Path(p).name},x\n" for p in pngs[:5]))
-    import pyarrow as pa
-
     pq.write_table(pa.table({"path": pngs[5:9]}), tmp_path / "manifest.parquet")
     try:
         code, output = run_cli("batch", str(folder / "manifest.csv"), str(tmp_path / "manifest.parquet"), "--out",
@@ -188,3 +199,16 @@ def test_ray_engine_gives_the_local_rows(service_model_dir, image_dir, tmp_path)
     assert code == 0, output
     assert rows(tmp_path / "ray") == rows(tmp_path / "local")
     assert len(list((tmp_path / "ray").glob("part-*.parquet"))) == 4  # 63 rows, 20 per part
+
+
+@pytest.mark.slow
+def test_batch_benchmark_smoke(mnist_splits, tmp_path):
+    from benchmarks import __main__ as bench_cli
+
+    assert bench_cli.main(["batch", "--smoke", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "batch.json").read_text())
+    assert data["benchmark"] == "batch" and data["mode"] == "smoke"
+    for kind in ("png", "photo"):
+        for engine in ("local", "ray"):
+            assert data["figures"][kind][engine]["images_per_s"]["median"] > 0
+    assert data["figures"]["ray_startup_s"] > 0 and len(data["targets"]) == 4

@@ -3,7 +3,7 @@
 - local: a process pool (spawned, so no ONNX Runtime state is forked), one one-thread session per worker,
   files handed out `batch_size` at a time.
 - ray: Ray Data over the path list, `map_batches` with an actor class holding one session per actor
-  (`concurrency` actors); joins `ray_address` when given, else starts a local Ray with `workers` CPUs.
+  (a fixed pool of `workers` actors); joins `ray_address` when given, else starts a local Ray with `workers` CPUs.
   Workers read the files themselves, so on a cluster the paths must be visible to every node.
 """
 
@@ -68,8 +68,8 @@ def start_ray(address: str | None, workers: int) -> bool:
         ray.init(address=address, **common)
     else:
         ray.init(num_cpus=workers, **common)
-    ctx = ray.data.DataContext.get_current()
-    ctx.enable_progress_bars = False  # the command shows its own
+    ray.data.DataContext.get_current().enable_progress_bars = False  # the command shows its own
+    logging.getLogger("ray.data").setLevel(logging.WARNING)
     return True
 
 
@@ -82,7 +82,7 @@ def run_ray(paths: Sequence[str], ref: ModelRef, limits: ReadLimits, *, workers:
     try:
         ds = ray.data.from_items([{"path": p} for p in paths])
         ds = ds.map_batches(RayReader, fn_constructor_kwargs={"ref": ref, "limits": limits}, batch_size=batch_size,
-                            batch_format="numpy", concurrency=workers, num_cpus=1)
+                            batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
     finally:
         if started:
