@@ -17,6 +17,7 @@ import pyarrow.parquet as pq
 import pytest
 from fastapi.testclient import TestClient
 from image_files import png
+from service_model import copy_model
 from typer.testing import CliRunner
 
 from app.main import create_app
@@ -105,7 +106,8 @@ def test_glob_csv_and_parquet_manifests(service_model_dir, image_dir, tmp_path):
     assert [r["path"] for r in rows(tmp_path / "g")] == [p for p in pngs if Path(p).name.startswith("digit_00")]
     # relative manifest paths are relative to the manifest's folder
     (folder / "manifest.csv").write_text("path,label\n" + "".join(f"{Path(p).name},x\n" for p in pngs[:5]))
-    pq.write_table(pa.table({"path": pngs[5:9]}), tmp_path / "manifest.parquet")
+    missing = str(folder / "missing.png")  # named by the manifest, gone from the disk
+    pq.write_table(pa.table({"path": pngs[5:9] + [missing]}), tmp_path / "manifest.parquet")
     try:
         code, output = run_cli("batch", str(folder / "manifest.csv"), str(tmp_path / "manifest.parquet"), "--out",
                                str(tmp_path / "m"), "--model-path", str(service_model_dir), "--workers", "1")
@@ -113,7 +115,8 @@ def test_glob_csv_and_parquet_manifests(service_model_dir, image_dir, tmp_path):
         (folder / "manifest.csv").unlink()
     assert code == 0, output
     got = rows(tmp_path / "m")
-    assert [r["path"] for r in got] == pngs[:9]
+    assert [r["path"] for r in got] == pngs[:9] + [missing]
+    assert got[-1]["status"] == "error" and got[-1]["error"].startswith("unreadable: No such file")
     assert sum(r["text"] == str(labels.get(r["path"])) for r in got) >= 6  # blank, corrupt and 7 digits
 
 
@@ -132,6 +135,9 @@ def test_resume_skips_rows_already_written(service_model_dir, image_dir, tmp_pat
     assert f"{N_GOOD + 3 - len(first)} rows written" in output and f"{len(first)} already there" in output
     paths = [r["path"] for r in rows(out)]
     assert len(paths) == len(set(paths)) == N_GOOD + 3
+    other = copy_model(service_model_dir, tmp_path / "v2", "2")  # rows of two models never mix
+    code, output = run_cli("batch", str(folder), "--out", str(out), "--model-path", str(other), "--resume")
+    assert code == 2 and "holds rows read by test-cnn version 1, not test-cnn version 2" in output
 
 
 def test_bad_arguments_are_one_line_errors_and_leave_nothing(service_model_dir, image_dir, tmp_path):

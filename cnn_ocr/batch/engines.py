@@ -11,7 +11,10 @@ from __future__ import annotations
 
 import logging
 import multiprocessing as mp
+from collections import deque
 from collections.abc import Iterator, Sequence
+from concurrent.futures import Future, ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any
 
 import pyarrow as pa
@@ -24,11 +27,20 @@ log = logging.getLogger(__name__)
 _WORKER: dict[str, Any] = {}  # per worker process: the model, its reference and the limits
 
 
+class EngineError(RuntimeError):
+    """The engine itself failed (a worker could not load the model, a worker process died)."""
+
+
 def _init_worker(ref: ModelRef, limits: ReadLimits) -> None:
-    _WORKER.update(model=load_session_model(ref), ref=ref, limits=limits)
+    try:  # an initializer that raises breaks the whole pool without saying why: keep the reason
+        _WORKER.update(model=load_session_model(ref), ref=ref, limits=limits)
+    except Exception as exc:
+        _WORKER["error"] = f"a worker could not load the model from {ref.folder}: {exc}"
 
 
 def _read_batch(paths: list[str]) -> pa.Table:
+    if "error" in _WORKER:
+        raise EngineError(_WORKER["error"])
     return read_rows(paths, _WORKER["model"], _WORKER["ref"], _WORKER["limits"])
 
 
@@ -39,10 +51,21 @@ def _batches(paths: Sequence[str], size: int) -> Iterator[list[str]]:
 
 def run_local(paths: Sequence[str], ref: ModelRef, limits: ReadLimits, *, workers: int,
               batch_size: int) -> Iterator[pa.Table]:
-    """Result tables from a pool of `workers` processes, in input order."""
-    ctx = mp.get_context("spawn")
-    with ctx.Pool(workers, initializer=_init_worker, initargs=(ref, limits)) as pool:
-        yield from pool.imap(_read_batch, _batches(paths, batch_size))
+    """Result tables from a pool of `workers` processes, in input order (at most 2 batches queued per worker)."""
+    pool = ProcessPoolExecutor(workers, mp_context=mp.get_context("spawn"), initializer=_init_worker,
+                               initargs=(ref, limits))
+    pending: deque[Future] = deque()
+    try:
+        for batch in _batches(paths, batch_size):
+            pending.append(pool.submit(_read_batch, batch))
+            if len(pending) >= 2 * workers:
+                yield pending.popleft().result()
+        while pending:
+            yield pending.popleft().result()
+    except BrokenProcessPool as exc:
+        raise EngineError(f"a worker process ended unexpectedly ({exc})") from None
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
 
 
 class RayReader:
@@ -84,6 +107,8 @@ def run_ray(paths: Sequence[str], ref: ModelRef, limits: ReadLimits, *, workers:
         ds = ds.map_batches(RayReader, fn_constructor_kwargs={"ref": ref, "limits": limits}, batch_size=batch_size,
                             batch_format="numpy", compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
         yield from ds.iter_batches(batch_size=None, batch_format="pyarrow")
+    except ray.exceptions.RayError as exc:  # an actor that cannot start, a node lost
+        raise EngineError(f"Ray could not finish the job ({str(exc).strip().splitlines()[-1][:300]})") from None
     finally:
         if started:
             ray.shutdown()

@@ -72,6 +72,7 @@ def batch(
 ) -> None:
     """Read every image the inputs name; one row per file (text, digits with boxes, status, errors)."""
     setup_logging(verbose)
+    from cnn_ocr.batch.engines import EngineError
     from cnn_ocr.batch.inputs import InputError, list_inputs
     from cnn_ocr.batch.job import ENGINES, BatchOptions, run_batch
     from cnn_ocr.batch.output import OutputError, open_output
@@ -104,6 +105,8 @@ def batch(
             summary = run_batch(paths, out, ref, limits, options, on_progress=advance)
         except OutputError as exc:
             fail(str(exc), code=2)
+        except EngineError as exc:
+            fail(f"{exc}; the rows written so far are kept: rerun with --resume", code=1)
     console.print(f"{summary.written} rows written to {out} ({summary.errors} files could not be read, "
                   f"{summary.skipped} already there) in {summary.seconds:.1f} s: {summary.images_per_s:.0f} images/s "
                   f"with {ref.name} version {ref.version}", highlight=False)
