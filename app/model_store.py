@@ -158,7 +158,7 @@ def _safe(part: str) -> str:
 
 
 def _tracking_uri() -> str:
-    from cnn_ocr.tracking import tracking_uri
+    from cnn_ocr.tracking.store import tracking_uri
 
     return tracking_uri()
 

@@ -16,7 +16,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cnn_ocr import tracking
+from cnn_ocr.tracking.reading import download_artifacts, get_run, load_run_dict
+from cnn_ocr.tracking.store import project_root
+from cnn_ocr.tracking.writing import log_artifact, set_tags
 
 log = logging.getLogger(__name__)
 
@@ -31,7 +33,7 @@ class ResumeError(RuntimeError):
 
 def checkpoint_root() -> Path:
     """Local checkpoints: `OCR_CHECKPOINT_DIR`, else `<project>/.cache/checkpoints`."""
-    return Path(os.environ.get(CHECKPOINT_DIR_ENV) or tracking.project_root() / ".cache" / "checkpoints")
+    return Path(os.environ.get(CHECKPOINT_DIR_ENV) or project_root() / ".cache" / "checkpoints")
 
 
 def local_path(run_id: str) -> Path:
@@ -64,9 +66,9 @@ class Saver:
         except BaseException:
             if self.epoch:
                 try:
-                    tracking.log_artifact(self.path, ARTIFACT_DIR)
-                    tracking.set_tags({"checkpoint_epoch": self.epoch,
-                                       "resume_with": f"ocr train --resume {self.run_id}"})
+                    log_artifact(self.path, ARTIFACT_DIR)
+                    set_tags({"checkpoint_epoch": self.epoch,
+                              "resume_with": f"ocr train --resume {self.run_id}"})
                 except Exception as exc:  # the run still ends in the right state; the local copy remains
                     log.warning("could not log the checkpoint of run %s (%s); it is kept at %s",
                                 self.run_id, exc, self.path)
@@ -81,7 +83,7 @@ def load_checkpoint(run_id: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         if not path.is_file():
             try:
-                path = tracking.download_artifact(run_id, f"{ARTIFACT_DIR}/{FILE_NAME}", Path(tmp))
+                path = download_artifacts(run_id, f"{ARTIFACT_DIR}/{FILE_NAME}", Path(tmp))
             except Exception:
                 raise ResumeError(f"run {run_id} has no checkpoint (none at {local_path(run_id)} and none "
                                   "logged with the run); only CNN runs stopped after a complete epoch can be "
@@ -100,20 +102,20 @@ def resume_training(run_id: str, **callbacks: Any) -> Any:
     from cnn_ocr.models import is_torch
     from cnn_ocr.train import family_params, train_model
 
-    record = tracking.run_record(run_id)
-    if record["status"] == "FINISHED":
+    record = get_run(run_id)
+    if record.status == "FINISHED":
         raise ResumeError(f"run {run_id} already FINISHED; there is nothing to resume")
-    spec = tracking.load_run_dict(run_id, "params.json")
+    spec = load_run_dict(run_id, "params.json")
     family, params = spec["family"], Params.model_validate(spec["params"])
     if not is_torch(family):
         raise ResumeError(f"run {run_id} trained {family!r}; only the CNN families can be resumed")
     state = load_checkpoint(run_id)
     splits = load_training_data(family_params(params, family).data_version, params.data)
-    recorded = record["tags"].get("data_content_hash")
+    recorded = record.tags.get("data_content_hash")
     if recorded and splits.version.content_hash != recorded:
         raise ResumeError(f"the data of run {run_id} ({splits.name}) has changed since it ran; restore it with "
                           f"`dvc checkout {splits.version.path}` and resume again")
     log.info("resuming run %s of %s after epoch %d", run_id, family, state["epoch"])
     tags = {"resumed_from": run_id, "resumed_after_epoch": str(state["epoch"])}
-    return train_model(family, params, splits=splits, experiment=record["experiment"],
-                       run_name=f"{record['run_name'] or family}-resumed", tags=tags, resume=state, **callbacks)
+    return train_model(family, params, splits=splits, experiment=record.experiment,
+                       run_name=f"{record.name or family}-resumed", tags=tags, resume=state, **callbacks)

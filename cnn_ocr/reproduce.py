@@ -17,9 +17,9 @@ from pathlib import Path
 
 from pydantic import ValidationError
 
-from cnn_ocr import registry, tracking
 from cnn_ocr.config import Params
-from cnn_ocr.registry import RunRecord
+from cnn_ocr.tracking.git import git_tags
+from cnn_ocr.tracking.reading import RunRecord, download_artifacts, get_run
 
 log = logging.getLogger(__name__)
 
@@ -60,7 +60,7 @@ def recorded_params(run: RunRecord) -> Params:
     """The exact params a run was trained with (its `params.json` artifact)."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = registry.download_artifacts(run.run_id, "params.json", Path(tmp))
+            path = download_artifacts(run.run_id, "params.json", Path(tmp))
         except Exception:  # the store raises several types for a missing artifact
             raise ReproduceError(f"run {run.run_id} has no params.json artifact; it was not made by `ocr train`") from None
         doc = json.loads(Path(path).read_text())
@@ -96,7 +96,7 @@ def check_data(run: RunRecord, params: Params) -> None:
 
 def code_warnings(run: RunRecord) -> list[str]:
     """Warnings when the code here is not the code the run was made with."""
-    here = tracking.git_tags()
+    here = git_tags()
     out = []
     recorded = run.tags.get("git_commit", "unknown")
     if recorded != here["git_commit"]:
@@ -113,7 +113,7 @@ def reproduce_run(run_id: str, warn: Callable[[str], None] = log.warning) -> Rep
     """Train `run_id` again as a new run tagged `reproduces=<run_id>`; returns both metric sets."""
     from cnn_ocr.train import train_model
 
-    run = registry.get_run(run_id)
+    run = get_run(run_id)
     family = run.tags.get("family")
     if run.status != "FINISHED" or not family:
         raise ReproduceError(f"run {run_id} is not a finished training run (status {run.status})")
@@ -125,4 +125,4 @@ def reproduce_run(run_id: str, warn: Callable[[str], None] = log.warning) -> Rep
         warn(message)
     result = train_model(family, params, experiment=run.experiment, run_name=f"{run.name}-reproduction",
                          tags={"reproduces": run_id})
-    return Reproduction(run, result.run_id, registry.get_run(result.run_id).metrics)  # as stored, like the original
+    return Reproduction(run, result.run_id, get_run(result.run_id).metrics)  # as stored, like the original

@@ -24,9 +24,12 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from cnn_ocr import tracking
 from cnn_ocr.config import ConfigError, Params, SearchDim
 from cnn_ocr.data.atomic import atomic_write_bytes
+from cnn_ocr.tracking.git import git_tags
+from cnn_ocr.tracking.runs import tracked_run
+from cnn_ocr.tracking.store import TUNING_EXPERIMENT, ensure_experiment
+from cnn_ocr.tracking.writing import log_figure, log_metrics, log_params, set_tags
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +158,7 @@ def _ensure_tracking_store(attempts: int = 8) -> None:
     """Create the tuning experiment, tolerating workers that initialise a fresh tracking store at once."""
     for attempt in range(attempts):
         try:
-            tracking.ensure_experiment(tracking.TUNING_EXPERIMENT)
+            ensure_experiment(TUNING_EXPERIMENT)
             return
         except Exception as exc:  # e.g. "table ... already exists" while another worker creates the store
             if attempt == attempts - 1:
@@ -180,7 +183,7 @@ def _objective(family: str, params: Params, study_name: str, storage: str) -> An
 
         tags = {"tune.role": "trial", "optuna.study": study_name, "optuna.trial": str(trial.number),
                 "optuna.storage": redact(storage), "tune.values": repr(values)}
-        result = train_model(family, trial_params, experiment=tracking.TUNING_EXPERIMENT, nested=True,
+        result = train_model(family, trial_params, experiment=TUNING_EXPERIMENT, nested=True,
                              run_name=f"trial-{trial.number}", tags=tags, epoch_callback=report)
         trial.set_user_attr("mlflow_run_id", result.run_id)
         trial.set_user_attr("test_accuracy", result.metrics["test_accuracy"])
@@ -213,7 +216,7 @@ def _log_plots(study: Any) -> None:
                 continue
             fig.set_size_inches(9, 5)
             fig.tight_layout()
-            tracking.log_figure(fig, path)
+            log_figure(fig, path)
             plots.close(fig)
 
 
@@ -231,7 +234,7 @@ def _final(family: str, params: Params, best: dict[str, Any], study: str) -> tup
     from cnn_ocr.train import train_model
 
     values = {**params.tune.final_fixed.get(family, {}), **best}
-    res = train_model(family, with_family_values(params, family, values), experiment=tracking.TUNING_EXPERIMENT,
+    res = train_model(family, with_family_values(params, family, values), experiment=TUNING_EXPERIMENT,
                       nested=True, run_name=f"{family}-tuned",
                       tags={"tune.role": "final", "optuna.study": study, "tune.values": repr(best)})
     return res.run_id, res.metrics
@@ -248,12 +251,12 @@ def run_tuning(family: str, params: Params, *, trials: int, timeout_s: float | N
     _ensure_tracking_store()
     worker = f"{socket.gethostname()}-{os.getpid()}"
     tags = {"tune.role": "parent", "optuna.study": name, "optuna.storage": redact(storage), "tune.family": family,
-            "tune.worker": worker, **tracking.git_tags()}
-    with tracking.tracked_run(tracking.TUNING_EXPERIMENT, f"{name}-{worker}", tags) as parent:
-        tracking.log_params({"family": family, "trials": trials, "timeout_s": timeout_s, "seed": params.seed,
-                             "startup_trials": params.tune.startup_trials, "warmup_epochs": params.tune.warmup_epochs,
-                             **{f"fixed.{k}": v for k, v in params.tune.fixed.get(family, {}).items()},
-                             **{f"space.{k}": d.model_dump(exclude_none=True) for k, d in params.tune.space[family].items()}})
+            "tune.worker": worker, **git_tags()}
+    with tracked_run(TUNING_EXPERIMENT, f"{name}-{worker}", tags) as parent:
+        log_params({"family": family, "trials": trials, "timeout_s": timeout_s, "seed": params.seed,
+                    "startup_trials": params.tune.startup_trials, "warmup_epochs": params.tune.warmup_epochs,
+                    **{f"fixed.{k}": v for k, v in params.tune.fixed.get(family, {}).items()},
+                    **{f"space.{k}": d.model_dump(exclude_none=True) for k, d in params.tune.space[family].items()}})
         if trials > 0:
             study.optimize(_objective(family, params, name, storage), n_trials=trials, timeout=timeout_s,
                            catch=(Exception,), gc_after_trial=True)
@@ -261,15 +264,15 @@ def run_tuning(family: str, params: Params, *, trials: int, timeout_s: float | N
         if counts["complete"] == 0:
             raise TuningError(f"study {name!r} has no completed trial ({counts}); nothing to report")
         best = study.best_trial
-        tracking.log_params({f"best.{k}": v for k, v in best.params.items()})
-        tracking.log_metrics({f"best_{OBJECTIVE}": best.value, "best_trial": best.number,
-                              **{f"trials_{k}": v for k, v in counts.items()}})
-        tracking.set_tags({"best_trial": best.number, "best_params": repr(best.params)})
+        log_params({f"best.{k}": v for k, v in best.params.items()})
+        log_metrics({f"best_{OBJECTIVE}": best.value, "best_trial": best.number,
+                     **{f"trials_{k}": v for k, v in counts.items()}})
+        set_tags({"best_trial": best.number, "best_params": repr(best.params)})
         _log_plots(study)
         final_id, final_metrics = _final(family, params, best.params, name) if final else (None, {})
         if final_id:
-            tracking.log_metrics({f"final_{k}": final_metrics[k] for k in ("test_accuracy", "val_accuracy")})
-            tracking.set_tags({"final_run_id": final_id})
+            log_metrics({f"final_{k}": final_metrics[k] for k in ("test_accuracy", "val_accuracy")})
+            set_tags({"final_run_id": final_id})
         summary = {"family": family, "study": name, "storage": redact(storage), "objective": f"{OBJECTIVE} (max)",
                    "best_trial": best.number, "best_value": float(best.value), "trials": counts,
                    "parent_run_id": parent.info.run_id, "final_run_id": final_id,

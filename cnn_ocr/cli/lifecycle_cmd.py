@@ -35,14 +35,14 @@ def _one_line_errors() -> Iterator[None]:
     from cnn_ocr.data.raw_store import CacheError
     from cnn_ocr.ensembling import EnsembleError
     from cnn_ocr.export import ExportError
-    from cnn_ocr.registry import RegistryError
     from cnn_ocr.reproduce import ReproduceError
     from cnn_ocr.select import SelectionError
+    from cnn_ocr.tracking.store import StoreError
     from cnn_ocr.tune import TuningError
 
     try:
         yield
-    except (ConfigError, CacheError, EnsembleError, ExportError, RegistryError, ReproduceError, SelectionError,
+    except (ConfigError, CacheError, EnsembleError, ExportError, StoreError, ReproduceError, SelectionError,
             TuningError) as exc:
         fail(str(exc))
 
