@@ -114,7 +114,7 @@ def local_model_dir(path: Path) -> Path:
 
 
 def _tracking_uri() -> str:
-    from cnn_ocr.tracking import tracking_uri
+    from cnn_ocr.tracking.store import tracking_uri
 
     return tracking_uri()
 

@@ -42,7 +42,7 @@ def git_commit() -> tuple[str, bool]:
     """(commit, dirty) of the working tree; ("unknown", True) outside git."""
     try:
         sha = subprocess.run(["git", "rev-parse", "HEAD"], cwd=ROOT, capture_output=True, text=True, check=True)
-        from cnn_ocr.tracking import git_status_args  # results and pipeline outputs do not count as changes
+        from cnn_ocr.tracking.git import git_status_args  # results and pipeline outputs do not count as changes
 
         dirty = subprocess.run(["git", *git_status_args()], cwd=ROOT, capture_output=True, text=True, check=True)
         return sha.stdout.strip(), bool(dirty.stdout.strip())

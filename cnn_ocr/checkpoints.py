@@ -17,7 +17,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from cnn_ocr import tracking
+from cnn_ocr.tracking.reading import download_artifacts
+from cnn_ocr.tracking.store import project_root
+from cnn_ocr.tracking.writing import log_artifact, set_tags
 
 log = logging.getLogger(__name__)
 
@@ -32,7 +34,7 @@ class CheckpointError(RuntimeError):
 
 def checkpoint_root() -> Path:
     """Local checkpoints: `OCR_CHECKPOINT_DIR`, else `<project>/.cache/checkpoints`."""
-    return Path(os.environ.get(CHECKPOINT_DIR_ENV) or tracking.project_root() / ".cache" / "checkpoints")
+    return Path(os.environ.get(CHECKPOINT_DIR_ENV) or project_root() / ".cache" / "checkpoints")
 
 
 def local_path(run_id: str) -> Path:
@@ -65,9 +67,9 @@ class Saver:
         except BaseException:
             if self.epoch:
                 try:
-                    tracking.log_artifact(self.path, ARTIFACT_DIR)
-                    tracking.set_tags({"checkpoint_epoch": self.epoch,
-                                       "resume_with": f"ocr train --resume {self.run_id}"})
+                    log_artifact(self.path, ARTIFACT_DIR)
+                    set_tags({"checkpoint_epoch": self.epoch,
+                              "resume_with": f"ocr train --resume {self.run_id}"})
                 except Exception as exc:  # the run still ends in the right state; the local copy remains
                     log.warning("could not log the checkpoint of run %s (%s); it is kept at %s",
                                 self.run_id, exc, self.path)
@@ -82,7 +84,7 @@ def load_checkpoint(run_id: str) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         if not path.is_file():
             try:
-                path = tracking.download_artifact(run_id, f"{ARTIFACT_DIR}/{FILE_NAME}", Path(tmp))
+                path = download_artifacts(run_id, f"{ARTIFACT_DIR}/{FILE_NAME}", Path(tmp))
             except Exception:
                 raise CheckpointError(f"run {run_id} has no checkpoint (none at {local_path(run_id)} and none "
                                       "logged with the run); only CNN runs stopped after a complete epoch can be "

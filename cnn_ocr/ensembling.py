@@ -12,13 +12,15 @@ from __future__ import annotations
 import json
 import logging
 
-from cnn_ocr import registry, tracking
 from cnn_ocr.config import Params
 from cnn_ocr.data import load_version
 from cnn_ocr.families import ENSEMBLE, TORCH_FAMILIES
 from cnn_ocr.fit import FitResult
-from cnn_ocr.registry import RunRecord
 from cnn_ocr.select import is_candidate
+from cnn_ocr.tracking.git import git_tags
+from cnn_ocr.tracking.reading import RunRecord, get_run, load_model, search_runs
+from cnn_ocr.tracking.runs import current_run_id, tracked_run
+from cnn_ocr.tracking.writing import log_dict, log_params
 from cnn_ocr.train import TrainResult, final_metrics, log_outputs, train_eval_indices
 
 log = logging.getLogger(__name__)
@@ -34,7 +36,7 @@ def _is_member(run: RunRecord, dataset: str) -> bool:
 
 def pick_members(params: Params) -> list[RunRecord]:
     """The `ensemble.members` best finished CNN runs by validation accuracy (then the newer run)."""
-    runs = [r for r in registry.search_runs(params.ensemble.member_experiments) if _is_member(r, params.data.dataset)]
+    runs = [r for r in search_runs(params.ensemble.member_experiments) if _is_member(r, params.data.dataset)]
     runs.sort(key=lambda r: (-r.metrics["val_accuracy"], -r.start_time))
     if len(runs) < 2:
         raise EnsembleError(f"an ensemble needs at least 2 finished CNN runs in {params.ensemble.member_experiments}; "
@@ -43,7 +45,7 @@ def pick_members(params: Params) -> list[RunRecord]:
 
 
 def _members_by_id(run_ids: list[str], params: Params) -> list[RunRecord]:
-    runs = [registry.get_run(run_id) for run_id in run_ids]
+    runs = [get_run(run_id) for run_id in run_ids]
     bad = [r.run_id for r in runs if not _is_member(r, params.data.dataset)]
     if bad:
         raise EnsembleError(f"not finished CNN training runs on {params.data.dataset}: {', '.join(bad)}")
@@ -59,23 +61,23 @@ def build_ensemble(params: Params, run_ids: list[str] | None = None) -> TrainRes
     members = _members_by_id(run_ids, params) if run_ids else pick_members(params)
     data_name = members[0].tags.get("data_version", "v2.0")  # validation and test splits are shared by versions
     splits = load_version(data_name.split("+")[0], params.data)  # a feedback-extended name: its base version
-    model = Ensemble([tracking.load_model(m.run_id) for m in members]).eval()
+    model = Ensemble([load_model(m.run_id) for m in members]).eval()
     train_idx = train_eval_indices(len(splits.train_y), params)
     fit = FitResult(train_time_s=float(sum(m.metrics.get("training_time_s", 0.0) for m in members)))
     ids = [m.run_id for m in members]
-    tags = {**splits.version.as_tags(), **tracking.git_tags(), "family": ENSEMBLE, "device": "cpu",
+    tags = {**splits.version.as_tags(), **git_tags(), "family": ENSEMBLE, "device": "cpu",
             "members": ",".join(ids), "mlflow.note.content": _note(members)}
-    with tracking.tracked_run(params.ensemble.experiment, f"ensemble-{len(members)}", tags) as run:
-        tracking.log_params({"members": ids, "member_families": [m.tags["family"] for m in members],
-                             "n_members": len(members), "member_selection": "validation accuracy",
-                             **{f"evaluation.{k}": v for k, v in params.models.evaluation.model_dump().items()}})
-        tracking.log_dict({"members": [{"run_id": m.run_id, "family": m.tags["family"], "experiment": m.experiment,
-                                        **{k: m.metrics.get(k) for k in ("val_accuracy", "test_accuracy")}}
-                                       for m in members]}, "members.json")
+    with tracked_run(params.ensemble.experiment, f"ensemble-{len(members)}", tags) as run:
+        log_params({"members": ids, "member_families": [m.tags["family"] for m in members],
+                    "n_members": len(members), "member_selection": "validation accuracy",
+                    **{f"evaluation.{k}": v for k, v in params.models.evaluation.model_dump().items()}})
+        log_dict({"members": [{"run_id": m.run_id, "family": m.tags["family"], "experiment": m.experiment,
+                               **{k: m.metrics.get(k) for k in ("val_accuracy", "test_accuracy")}}
+                              for m in members]}, "members.json")
         metrics, test_pred, cm = final_metrics(model, ENSEMBLE, params, splits, "cpu", train_idx, fit)
         metrics["best_member_test_accuracy"] = max(m.metrics["test_accuracy"] for m in members)
         log_outputs(model, ENSEMBLE, params, splits, fit, metrics, test_pred, cm)
-        run_id = tracking.current_run_id() or run.info.run_id
+        run_id = current_run_id() or run.info.run_id
     log.info("ensemble run %s: %s", run_id, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
     return TrainResult(run_id, ENSEMBLE, metrics, model)
 

@@ -23,7 +23,6 @@ from cnn_ocr.calibration import fit_temperature, nll
 from cnn_ocr.data.atomic import atomic_dir
 from cnn_ocr.preprocess import IMAGE_SIZE, to_model_input
 from cnn_ocr.spec import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, build_spec, graph_outputs, probabilities, write_spec
-from cnn_ocr.spec import SPEC_FILE as SPEC_FILE  # re-exported: `registry.download_onnx` imports it from here
 
 log = logging.getLogger(__name__)
 

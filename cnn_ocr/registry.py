@@ -1,6 +1,7 @@
-"""The MLflow model registry (`OCR-Production-Model`), its aliases and their history, and read access to runs.
+"""The MLflow model registry (`OCR-Production-Model`), its aliases and their history.
 
-With `cnn_ocr.tracking`, the only module that talks to MLflow. Versions point at a run's logged model; the
+The only module that talks to MLflow's model registry; runs are read and written by `cnn_ocr.tracking`.
+Versions point at a run's logged model; the
 run also holds the exported `onnx/model.onnx` + `onnx/spec.json` that the service loads. Aliases
 (`production`, `challenger`) replace the deprecated stages. Every alias move is appended to a JSON history
 kept as a tag of the registered model (bounded in size, oldest entries dropped first).
@@ -11,7 +12,6 @@ from __future__ import annotations
 import getpass
 import json
 import logging
-import os
 import shutil
 import socket
 import tempfile
@@ -20,8 +20,10 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cnn_ocr import tracking
 from cnn_ocr.data.atomic import atomic_dir
+from cnn_ocr.tracking import store
+from cnn_ocr.tracking.reading import download_artifacts
+from cnn_ocr.tracking.store import MODEL_ARTIFACT, StoreError
 
 log = logging.getLogger(__name__)
 
@@ -33,8 +35,8 @@ HISTORY_TAG = "alias_history"
 HISTORY_MAX_CHARS = 5000  # a registered-model tag holds 5000 characters in MLflow's SQL schema
 
 
-class RegistryError(RuntimeError):
-    """A registry or tracking-store request that cannot be served; the message says what to do."""
+class RegistryError(StoreError):
+    """A registry request that cannot be served (no such version or alias); the message says what to do."""
 
 
 @dataclass(frozen=True)
@@ -49,78 +51,6 @@ class ModelVersionInfo:
     aliases: tuple[str, ...] = ()
 
 
-@dataclass(frozen=True)
-class RunRecord:
-    """A tracked run as plain values."""
-
-    run_id: str
-    experiment: str
-    name: str
-    status: str
-    start_time: int
-    params: dict[str, str]
-    metrics: dict[str, float]
-    tags: dict[str, str]
-
-
-def _client() -> Any:
-    from mlflow import MlflowClient
-
-    os.environ.setdefault("MLFLOW_ENABLE_ARTIFACTS_PROGRESS_BAR", "false")  # no progress bars in command output
-
-    return MlflowClient(tracking.configure())
-
-
-def _record(run: Any, experiment: str) -> RunRecord:
-    return RunRecord(run.info.run_id, experiment, run.info.run_name or "", run.info.status,
-                     int(run.info.start_time or 0), dict(run.data.params), dict(run.data.metrics),
-                     dict(run.data.tags))
-
-
-def get_run(run_id: str) -> RunRecord:
-    """One run by id; `RegistryError` if the store does not have it."""
-    from mlflow.exceptions import MlflowException
-
-    client = _client()
-    try:
-        run = client.get_run(run_id)
-    except MlflowException:
-        raise RegistryError(f"no run {run_id!r} in the tracking store {tracking.tracking_uri()}") from None
-    return _record(run, client.get_experiment(run.info.experiment_id).name)
-
-
-def search_runs(experiments: list[str], filter_string: str = "") -> list[RunRecord]:
-    """Runs of the named experiments (missing experiments are skipped), newest first."""
-    client = _client()
-    exps = {e.experiment_id: e.name for n in experiments if (e := client.get_experiment_by_name(n))}
-    if not exps:
-        return []
-    runs = client.search_runs(list(exps), filter_string=filter_string, max_results=5000,
-                              order_by=["attributes.start_time DESC"])
-    return [_record(r, exps[r.info.experiment_id]) for r in runs]
-
-
-def metric_history(run_id: str, key: str) -> list[tuple[int, float]]:
-    """(step, value) pairs of a metric, in step order."""
-    return sorted((m.step, m.value) for m in _client().get_metric_history(run_id, key))
-
-
-def list_artifacts(run_id: str, path: str | None = None) -> list[str]:
-    """Artifact paths directly under `path` of a run."""
-    return [a.path for a in _client().list_artifacts(run_id, path)]
-
-
-def download_artifacts(run_id: str, path: str, dest: Path) -> Path:
-    """Copy a run artifact (file or folder) into folder `dest`; returns the local path."""
-    Path(dest).mkdir(parents=True, exist_ok=True)
-    return Path(_client().download_artifacts(run_id, path, str(dest)))
-
-
-def log_artifacts(run_id: str, folder: Path, artifact_path: str) -> None:
-    """Upload a folder's files to a (possibly finished) run under `artifact_path`."""
-    _client().log_artifacts(run_id, str(folder), artifact_path)
-
-
 def _info(mv: Any, alias: str | None = None) -> ModelVersionInfo:
     aliases = tuple(getattr(mv, "aliases", None) or ())
     return ModelVersionInfo(mv.name, int(mv.version), mv.run_id, alias or (aliases[0] if aliases else None),
@@ -129,7 +59,7 @@ def _info(mv: Any, alias: str | None = None) -> ModelVersionInfo:
 
 def list_versions(name: str = REGISTERED_MODEL) -> list[ModelVersionInfo]:
     """Every version of the registered model, oldest first, with its aliases."""
-    client = _client()
+    client = store.client()
     found = client.search_model_versions(f"name = '{name}'", max_results=10000)
     # search results may omit aliases: read them from the registered model itself
     by_version: dict[int, list[str]] = {}
@@ -163,34 +93,36 @@ def resolve_alias(name: str, alias: str) -> ModelVersionInfo:
     from mlflow.exceptions import MlflowException
 
     try:
-        mv = _client().get_model_version_by_alias(name, alias)
+        mv = store.client().get_model_version_by_alias(name, alias)
     except MlflowException as exc:
         if exc.error_code in ("INVALID_PARAMETER_VALUE", "RESOURCE_DOES_NOT_EXIST"):
             raise RegistryError(
-                f"no version of {name!r} has the alias {alias!r} in {tracking.tracking_uri()}; "
+                f"no version of {name!r} has the alias {alias!r} in {store.tracking_uri()}; "
                 "run `ocr select` (or `make run`) to register and promote a model"
             ) from None
-        raise RegistryError(f"the registry at {tracking.tracking_uri()} failed: {str(exc).splitlines()[0]}") from None
+        raise RegistryError(f"the registry at {store.tracking_uri()} failed: {str(exc).splitlines()[0]}") from None
     return _info(mv, alias)
 
 
 def download_onnx(info: ModelVersionInfo, dest: Path) -> Path:
     """Write `model.onnx` + `spec.json` (its "model" block filled in) into folder `dest`; returns `dest`."""
-    from cnn_ocr.export import ONNX_FILE, SPEC_FILE
+    from cnn_ocr.spec import ONNX_FILE, SPEC_FILE, SpecError, read_spec, write_spec
 
     with tempfile.TemporaryDirectory() as tmp:
         try:
             src = download_artifacts(info.run_id, ONNX_ARTIFACT_DIR, Path(tmp))
         except Exception as exc:  # the store raises several types for a missing artifact
             raise RegistryError(f"{info.name} v{info.version} (run {info.run_id}) has no ONNX export: {exc}") from None
-        if not (src / ONNX_FILE).is_file() or not (src / SPEC_FILE).is_file():
-            raise RegistryError(f"{info.name} v{info.version}: onnx/ lacks {ONNX_FILE} or {SPEC_FILE}; re-register it")
-        spec = json.loads((src / SPEC_FILE).read_text())
-        spec["model"] = {**spec.get("model", {}), "name": info.name, "version": info.version,
-                         "run_id": info.run_id, "alias": info.alias}
+        if not (src / ONNX_FILE).is_file():
+            raise RegistryError(f"{info.name} v{info.version}: onnx/ lacks {ONNX_FILE}; re-register it")
+        try:
+            spec = read_spec(src).with_model(name=info.name, version=info.version, run_id=info.run_id,
+                                              alias=info.alias)
+        except SpecError as exc:
+            raise RegistryError(f"{info.name} v{info.version}: {SPEC_FILE} cannot be served: {exc}") from None
         with atomic_dir(Path(dest)) as out:
             shutil.copyfile(src / ONNX_FILE, out / ONNX_FILE)
-            (out / SPEC_FILE).write_text(json.dumps(spec, indent=2, sort_keys=True) + "\n")
+            write_spec(out, spec)
     return Path(dest)
 
 
@@ -205,13 +137,13 @@ def create_version(name: str, run_id: str, tags: dict[str, Any], description: st
     """Register the run's logged model as a new version of `name` with `tags` (`models:/NAME/N` loads it)."""
     from mlflow.exceptions import MlflowException
 
-    client = _client()
+    client = store.client()
     try:
         client.get_registered_model(name)
     except MlflowException:
         client.create_registered_model(name, description="Handwritten-digit classifier served by the OCR app.")
     model_id = _logged_model_id(client, run_id)
-    source = f"models:/{model_id}" if model_id else f"runs:/{run_id}/{tracking.MODEL_ARTIFACT}"
+    source = f"models:/{model_id}" if model_id else f"runs:/{run_id}/{MODEL_ARTIFACT}"
     mv = client.create_model_version(name, source, run_id=run_id, tags={k: str(v) for k, v in tags.items()},
                                      description=description, model_id=model_id)
     return _info(mv)
@@ -225,7 +157,7 @@ def read_history(name: str = REGISTERED_MODEL) -> list[dict[str, Any]]:
     from mlflow.exceptions import MlflowException
 
     try:
-        raw = _client().get_registered_model(name).tags.get(HISTORY_TAG)
+        raw = store.client().get_registered_model(name).tags.get(HISTORY_TAG)
     except MlflowException:
         return []
     return json.loads(raw) if raw else []
@@ -257,7 +189,7 @@ def alias_version(name: str, alias: str) -> int | None:
 
 def move_alias(name: str, alias: str, version: int, *, action: str, why: str) -> dict[str, Any]:
     """Point `alias` at `version` and append the move (who, what, when, why, from -> to) to the history."""
-    client = _client()
+    client = store.client()
     get_version(name, version)
     previous = alias_version(name, alias)
     client.set_registered_model_alias(name, alias, str(version))

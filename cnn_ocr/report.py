@@ -17,11 +17,11 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cnn_ocr import registry
 from cnn_ocr.config import Params
 from cnn_ocr.data.atomic import atomic_dir, atomic_write_bytes
-from cnn_ocr.registry import ModelVersionInfo, RunRecord
+from cnn_ocr.registry import ModelVersionInfo
 from cnn_ocr.report_sections import render
+from cnn_ocr.tracking.reading import RunRecord, download_artifacts, get_run
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +115,7 @@ class Doc:
         dest = self.figure_dir / name
         with tempfile.TemporaryDirectory() as tmp:
             try:
-                src = registry.download_artifacts(run.run_id, artifact, Path(tmp))
+                src = download_artifacts(run.run_id, artifact, Path(tmp))
             except Exception as exc:  # missing artifact: the report says so instead of failing
                 log.warning("run %s has no %s (%s)", run.run_id, artifact, exc)
                 return None
@@ -133,7 +133,7 @@ def version_ref(info: ModelVersionInfo) -> str:
 def _lookup(kind: str, where: Any, key: str) -> Any:
     if kind == "version_tag":
         return where.tags[key]
-    run = where if isinstance(where, RunRecord) else registry.get_run(where)
+    run = where if isinstance(where, RunRecord) else get_run(where)
     if kind == "metric":
         return run.metrics[key]
     if kind == "param":

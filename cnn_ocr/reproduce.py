@@ -12,9 +12,9 @@ import logging
 from collections.abc import Callable
 from dataclasses import dataclass, replace
 
-from cnn_ocr import registry, tracking
-from cnn_ocr.registry import RunRecord
 from cnn_ocr.rerun import RerunError, recorded_data, recorded_run, train_again
+from cnn_ocr.tracking.git import git_tags
+from cnn_ocr.tracking.reading import RunRecord, get_run
 
 log = logging.getLogger(__name__)
 
@@ -53,7 +53,7 @@ class Reproduction:
 
 def code_warnings(run: RunRecord) -> list[str]:
     """Warnings when the code here is not the code the run was made with."""
-    here = tracking.git_tags()
+    here = git_tags()
     out = []
     recorded = run.tags.get("git_commit", "unknown")
     if recorded != here["git_commit"]:
@@ -78,4 +78,4 @@ def reproduce_run(run_id: str, warn: Callable[[str], None] = log.warning) -> Rep
     for message in code_warnings(run):
         warn(message)
     result = train_again(rec, splits, f"{run.name}-reproduction", {"reproduces": run_id})
-    return Reproduction(run, result.run_id, registry.get_run(result.run_id).metrics)  # as stored, like the original
+    return Reproduction(run, result.run_id, get_run(result.run_id).metrics)  # as stored, like the original

@@ -17,12 +17,13 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from cnn_ocr import checkpoints, registry
+from cnn_ocr import checkpoints
 from cnn_ocr.config import Params
 from cnn_ocr.data import Splits, load_training_data
 from cnn_ocr.data.raw_store import CacheError
 from cnn_ocr.families import data_version_of, is_torch
-from cnn_ocr.registry import RegistryError, RunRecord
+from cnn_ocr.tracking.reading import RunRecord, download_artifacts, get_run
+from cnn_ocr.tracking.store import StoreError
 from cnn_ocr.train import TrainResult, train_model
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ class RecordedRun:
 def _params_doc(run: RunRecord) -> dict[str, Any]:
     with tempfile.TemporaryDirectory() as tmp:
         try:
-            path = registry.download_artifacts(run.run_id, "params.json", Path(tmp))
+            path = download_artifacts(run.run_id, "params.json", Path(tmp))
         except Exception:  # the store raises several types for a missing artifact
             raise RerunError(f"run {run.run_id} has no params.json artifact; it was not made by `ocr train`") from None
         return json.loads(Path(path).read_text())
@@ -57,8 +58,8 @@ def _params_doc(run: RunRecord) -> dict[str, Any]:
 def recorded_run(run_id: str) -> RecordedRun:
     """Read run `run_id`, its family and its params (`params.json`) back from the tracking store."""
     try:
-        run = registry.get_run(run_id)
-    except RegistryError as exc:
+        run = get_run(run_id)
+    except StoreError as exc:
         raise RerunError(str(exc)) from None
     doc = _params_doc(run)
     try:

@@ -19,7 +19,9 @@ from pathlib import Path
 from cnn_ocr import registry
 from cnn_ocr.config import Params, SelectParams
 from cnn_ocr.export import ExportResult
-from cnn_ocr.registry import CHALLENGER, PRODUCTION, ModelVersionInfo, RegistryError, RunRecord
+from cnn_ocr.registry import CHALLENGER, PRODUCTION, ModelVersionInfo, RegistryError
+from cnn_ocr.tracking.reading import RunRecord, get_run, search_runs
+from cnn_ocr.tracking.writing import log_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -144,9 +146,9 @@ def export_run(run_id: str, params: Params, dest: Path) -> tuple[RunRecord, Expo
     """Export a finished training run's model into folder `dest` (model.onnx + spec.json, parity-checked)."""
     from cnn_ocr.data import load_version
     from cnn_ocr.export import export_model
-    from cnn_ocr.tracking import load_model
+    from cnn_ocr.tracking.reading import load_model
 
-    run = registry.get_run(run_id)
+    run = get_run(run_id)
     if run.status != "FINISHED" or "family" not in run.tags or "test_accuracy" not in run.metrics:
         raise SelectionError(f"run {run_id} is not a finished training run (status {run.status}); nothing to export")
     family, data_name = run.tags["family"], run.tags.get("data_version", "v2.0")
@@ -172,7 +174,7 @@ def register_run(run_id: str, params: Params) -> tuple[ModelVersionInfo, bool]:
         return existing, False
     with tempfile.TemporaryDirectory() as tmp:
         run, res = export_run(run_id, params, Path(tmp) / "onnx")
-        registry.log_artifacts(run_id, res.folder, registry.ONNX_ARTIFACT_DIR)
+        log_artifacts(run_id, res.folder, registry.ONNX_ARTIFACT_DIR)
     tags = version_tags(run, res.temperature, res.parity.max_abs_diff, res.parity.n_images)
     info = registry.create_version(name, run_id, tags, description=f"{run.tags['family']} from run {run_id}")
     return info, True
@@ -193,7 +195,7 @@ def export_target(params: Params, *, alias: str | None = None, version: int | No
 
 
 def _metrics(info: ModelVersionInfo) -> dict[str, float]:
-    return registry.get_run(info.run_id).metrics
+    return get_run(info.run_id).metrics
 
 
 def promote(info: ModelVersionInfo, sel: SelectParams, *, force: bool = False, action: str = "promote") -> Outcome:
@@ -216,7 +218,7 @@ def promote(info: ModelVersionInfo, sel: SelectParams, *, force: bool = False, a
 def select_production(params: Params, *, force: bool = False) -> tuple[Outcome, list[Candidate]]:
     """Rank the candidate runs, register the winner and put it through the promotion gate."""
     sel = params.select
-    ranked = rank_candidates(registry.search_runs(sel.experiments), sel.latency_budget_ms, params.data.dataset,
+    ranked = rank_candidates(search_runs(sel.experiments), sel.latency_budget_ms, params.data.dataset,
                              sel.rank_by)
     best = winner(ranked)
     info, _ = register_run(best.run.run_id, params)

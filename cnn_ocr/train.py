@@ -13,12 +13,24 @@ from typing import Any
 
 import numpy as np
 
-from cnn_ocr import checkpoints, evaluate, families, plots, tracking
+from cnn_ocr import checkpoints, evaluate, families, plots
 from cnn_ocr.config import Params, flatten
 from cnn_ocr.data import Splits, load_training_data
 from cnn_ocr.families import family_params, is_torch
 from cnn_ocr.fit import EpochCallback, FitResult, StepCallback
 from cnn_ocr.preprocess import to_model_input
+from cnn_ocr.tracking.git import git_tags
+from cnn_ocr.tracking.runs import current_run_id, tracked_run
+from cnn_ocr.tracking.writing import (
+    log_dataset,
+    log_dict,
+    log_figure,
+    log_metrics,
+    log_model,
+    log_params,
+    log_text,
+    set_tags,
+)
 
 log = logging.getLogger(__name__)
 
@@ -66,17 +78,17 @@ def _log_inputs(params: Params, family: str, splits: Splits, device: str) -> Non
     flat.update({"family": family, "seed": params.seed, "device": params.device, "device_used": device,
                  "dataset": splits.version.dataset, "data_version_used": splits.name,
                  "train_samples": len(splits.train_y)})
-    tracking.log_params(flat)
-    tracking.log_dict({"family": family, "params": params.model_dump(mode="json")}, "params.json")
+    log_params(flat)
+    log_dict({"family": family, "params": params.model_dump(mode="json")}, "params.json")
     name = f"{splits.version.dataset}-{splits.name}"
     for context, x, y in (("training", splits.train_x, splits.train_y), ("validation", splits.val_x, splits.val_y),
                           ("testing", splits.test_x, splits.test_y)):
-        tracking.log_dataset(x, y, f"{name}-{context}", str(splits.version.path), _digest(x, y), context)
+        log_dataset(x, y, f"{name}-{context}", str(splits.version.path), _digest(x, y), context)
 
 
 def _epoch_logger(epoch_callback: EpochCallback | None) -> EpochCallback:
     def on_epoch(epoch: int, row: dict[str, float]) -> None:
-        tracking.log_metrics({k: row[k] for k in EPOCH_METRICS if k in row}, step=epoch)
+        log_metrics({k: row[k] for k in EPOCH_METRICS if k in row}, step=epoch)
         if epoch_callback is not None:
             epoch_callback(epoch, row)
 
@@ -170,11 +182,11 @@ def final_metrics(model: Any, family: str, params: Params, splits: Splits, devic
 
 def log_outputs(model: Any, family: str, params: Params, splits: Splits, fit: FitResult,
                  metrics: dict[str, float], test_pred: np.ndarray, cm: np.ndarray) -> None:
-    tracking.log_metrics(metrics, step=fit.epochs_run + 1)
+    log_metrics(metrics, step=fit.epochs_run + 1)
     rows = evaluate.per_digit_metrics(cm)
-    tracking.log_text(evaluate.per_digit_csv(rows), "per_digit_metrics.csv")
-    tracking.log_dict({"confusion_matrix": cm.tolist(), "per_digit": rows}, "evaluation.json")
-    tracking.log_dict({"history": fit.history, "best_epoch": fit.best_epoch}, "history.json")
+    log_text(evaluate.per_digit_csv(rows), "per_digit_metrics.csv")
+    log_dict({"confusion_matrix": cm.tolist(), "per_digit": rows}, "evaluation.json")
+    log_dict({"history": fit.history, "best_epoch": fit.best_epoch}, "history.json")
     title = f"{family} on {splits.name}"
     figures = [(lambda: plots.confusion_matrix_figure(cm, f"{title}: test confusion matrix"), "plots/confusion_matrix.png"),
                (lambda: plots.misclassified_grid(splits.test_x, splits.test_y, test_pred,
@@ -183,14 +195,14 @@ def log_outputs(model: Any, family: str, params: Params, splits: Splits, fit: Fi
         figures.insert(0, (lambda: plots.learning_curve(fit.history, fit.best_epoch, title), "plots/learning_curve.png"))
     for draw, path in figures:
         fig = draw()
-        tracking.log_figure(fig, path)
+        log_figure(fig, path)
         plots.close(fig)
     example = to_model_input(splits.test_x[:2])
     if is_torch(family):
-        tracking.log_model(model.eval(), True, example, evaluate.class_scores(model, example))
+        log_model(model.eval(), True, example, evaluate.class_scores(model, example))
     else:
         flat = example.reshape(len(example), -1)
-        tracking.log_model(model, False, flat, model.predict_proba(flat))
+        log_model(model, False, flat, model.predict_proba(flat))
 
 
 def _summary(family: str, splits: Splits, device: str, fit: FitResult, m: dict[str, float]) -> str:
@@ -234,25 +246,25 @@ def train_model(
         if device == "cpu":
             torch_loop.use_all_cores()
     train_idx = train_eval_indices(len(splits.train_y), params)
-    run_tags = {**splits.version.as_tags(), **tracking.git_tags(), "family": family, "device": device, **(tags or {})}
+    run_tags = {**splits.version.as_tags(), **git_tags(), "family": family, "device": device, **(tags or {})}
     run_tags = {k: str(v) for k, v in run_tags.items()}
-    with tracking.tracked_run(experiment or families.get(family).experiment, run_name or f"{family}-{splits.name}",
-                              run_tags, nested) as run:
+    with tracked_run(experiment or families.get(family).experiment, run_name or f"{family}-{splits.name}",
+                     run_tags, nested) as run:
         _log_inputs(params, family, splits, device)
         on_epoch = _epoch_logger(epoch_callback)
         if is_torch(family):
             saver = checkpoints.Saver(run.info.run_id)
             for row in (resume or {}).get("history", []):
-                tracking.log_metrics({k: row[k] for k in EPOCH_METRICS if k in row}, step=int(row["epoch"]))
+                log_metrics({k: row[k] for k in EPOCH_METRICS if k in row}, step=int(row["epoch"]))
             with saver.logged_on_failure():
                 model, fit = _fit_torch(family, params, splits, device, on_epoch, step_callback, saver, resume)
         else:
             model, fit = _fit_sklearn(family, params, splits, train_idx, on_epoch)
         metrics, test_pred, cm = final_metrics(model, family, params, splits, device, train_idx, fit)
         log_outputs(model, family, params, splits, fit, metrics, test_pred, cm)
-        tracking.set_tags({"best_epoch": fit.best_epoch, "stopped_early": str(fit.stopped_early).lower(),
-                           "restored_best_weights": str(fit.restored_best).lower(),
-                           "mlflow.note.content": _summary(family, splits, device, fit, metrics)})
-        run_id = tracking.current_run_id() or run.info.run_id  # differs after a failover to the offline store
+        set_tags({"best_epoch": fit.best_epoch, "stopped_early": str(fit.stopped_early).lower(),
+                  "restored_best_weights": str(fit.restored_best).lower(),
+                  "mlflow.note.content": _summary(family, splits, device, fit, metrics)})
+        run_id = current_run_id() or run.info.run_id  # differs after a failover to the offline store
         log.info("run %s: %s", run_id, json.dumps({k: round(v, 5) for k, v in metrics.items()}))
     return TrainResult(run_id, family, metrics, model, fit.history, fit.best_epoch)

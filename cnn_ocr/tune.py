@@ -27,11 +27,16 @@ from typing import Any
 import yaml
 from pydantic import ValidationError
 
-from cnn_ocr import tracking
+from cnn_ocr import families
 from cnn_ocr.config import ConfigError, Params, SearchDim, TuneParams
 from cnn_ocr.data.atomic import atomic_write_bytes
 from cnn_ocr.database import sqlalchemy_url
 from cnn_ocr.families import FAMILIES
+from cnn_ocr.tracking.git import git_tags
+from cnn_ocr.tracking.reading import search_runs
+from cnn_ocr.tracking.runs import tracked_run
+from cnn_ocr.tracking.store import TUNING_EXPERIMENT, ensure_experiment
+from cnn_ocr.tracking.writing import log_figure, log_metrics, log_params, set_tags
 from cnn_ocr.tuning_rules import DEFAULTS, Outcome, default_values, fidelity, find_default_run, judge, outside_space, trial_epochs
 
 log = logging.getLogger(__name__)
@@ -194,7 +199,7 @@ def _ensure_tracking_store(attempts: int = 8) -> None:
     """Create the tuning experiment, tolerating workers that initialise a fresh tracking store at once."""
     for attempt in range(attempts):
         try:
-            tracking.ensure_experiment(tracking.TUNING_EXPERIMENT)
+            ensure_experiment(TUNING_EXPERIMENT)
             return
         except Exception as exc:  # e.g. "table ... already exists" while another worker creates the store
             if attempt == attempts - 1:
@@ -222,7 +227,7 @@ def _objective(family: str, params: Params, study_name: str, storage: str) -> An
         if trial.number == 0 and params.tune.enqueue_defaults:
             trial.set_user_attr("defaults", True)
             tags["tune.defaults"] = "true"
-        result = train_model(family, trial_params, experiment=tracking.TUNING_EXPERIMENT, nested=True,
+        result = train_model(family, trial_params, experiment=TUNING_EXPERIMENT, nested=True,
                              run_name=f"trial-{trial.number}", tags=tags, epoch_callback=report)
         trial.set_user_attr("mlflow_run_id", result.run_id)
         trial.set_user_attr("test_accuracy", result.metrics["test_accuracy"])
@@ -255,7 +260,7 @@ def _log_plots(study: Any) -> None:
                 continue
             fig.set_size_inches(9, 5)
             fig.tight_layout()
-            tracking.log_figure(fig, path)
+            log_figure(fig, path)
             plots.close(fig)
 
 
@@ -275,7 +280,7 @@ def _final(family: str, params: Params, best: dict[str, Any], study: str) -> tup
     from cnn_ocr.train import train_model
 
     values = {**params.tune.final_fixed.get(family, {}), **best}
-    res = train_model(family, with_family_values(params, family, values), experiment=tracking.TUNING_EXPERIMENT,
+    res = train_model(family, with_family_values(params, family, values), experiment=TUNING_EXPERIMENT,
                       nested=True, run_name=f"{family}-tuned",
                       tags={"tune.role": "final", "optuna.study": study, "tune.values": repr(best)})
     return res.run_id, res.metrics
@@ -293,9 +298,7 @@ def _parent_params(family: str, params: Params, trials: int, timeout_s: float | 
 
 def _versus_defaults(family: str, params: Params, best: Any, study: str) -> tuple[str | None, dict, Outcome]:
     """Train the best params at full settings unless the defaults won and have a run; judge against that run."""
-    from cnn_ocr import registry
-
-    default = find_default_run(family, params, registry.search_runs([tracking.FAMILY_EXPERIMENTS[family]]))
+    default = find_default_run(family, params, search_runs([families.get(family).experiment]))
     defaults_won = bool(best.user_attrs.get("defaults")) or best.params == default_values(params, family)
     if defaults_won and default is not None:
         return None, {}, judge(default, None, True)
@@ -305,10 +308,10 @@ def _versus_defaults(family: str, params: Params, best: Any, study: str) -> tupl
 
 def _log_outcome(final_id: str | None, final_metrics: dict[str, float], verdict: Outcome) -> None:
     if final_id:
-        tracking.log_metrics({f"final_{k}": final_metrics[k] for k in ("test_accuracy", "val_accuracy")})
-        tracking.set_tags({"final_run_id": final_id})
-    tracking.set_tags({"tune.outcome": verdict.outcome, "default_run_id": verdict.default_run_id or ""})
-    tracking.log_metrics({k: v for k, v in (("default_val_accuracy", verdict.default_val_accuracy),
+        log_metrics({f"final_{k}": final_metrics[k] for k in ("test_accuracy", "val_accuracy")})
+        set_tags({"final_run_id": final_id})
+    set_tags({"tune.outcome": verdict.outcome, "default_run_id": verdict.default_run_id or ""})
+    log_metrics({k: v for k, v in (("default_val_accuracy", verdict.default_val_accuracy),
                                             ("val_gain_pp", verdict.val_gain_pp)) if v is not None})
 
 
@@ -326,9 +329,9 @@ def run_tuning(family: str, params: Params, *, trials: int, timeout_s: float | N
     _ensure_tracking_store()
     worker = f"{socket.gethostname()}-{os.getpid()}"
     tags = {"tune.role": "parent", "optuna.study": name, "optuna.storage": redact(storage), "tune.family": family,
-            "tune.worker": worker, **tracking.git_tags()}
-    with tracking.tracked_run(tracking.TUNING_EXPERIMENT, f"{name}-{worker}", tags) as parent:
-        tracking.log_params(_parent_params(family, params, trials, timeout_s))
+            "tune.worker": worker, **git_tags()}
+    with tracked_run(TUNING_EXPERIMENT, f"{name}-{worker}", tags) as parent:
+        log_params(_parent_params(family, params, trials, timeout_s))
         if trials > 0:
             study.optimize(_objective(family, params, name, storage), n_trials=trials, timeout=timeout_s,
                            catch=(Exception,), gc_after_trial=True)
@@ -336,10 +339,10 @@ def run_tuning(family: str, params: Params, *, trials: int, timeout_s: float | N
         if counts["complete"] == 0:
             raise TuningError(f"study {name!r} has no completed trial ({counts}); nothing to report")
         best = study.best_trial
-        tracking.log_params({f"best.{k}": v for k, v in best.params.items()})
-        tracking.log_metrics({f"best_{OBJECTIVE}": best.value, "best_trial": best.number,
-                              **{f"trials_{k}": v for k, v in counts.items()}})
-        tracking.set_tags({"best_trial": best.number, "best_params": repr(best.params)})
+        log_params({f"best.{k}": v for k, v in best.params.items()})
+        log_metrics({f"best_{OBJECTIVE}": best.value, "best_trial": best.number,
+                     **{f"trials_{k}": v for k, v in counts.items()}})
+        set_tags({"best_trial": best.number, "best_params": repr(best.params)})
         _log_plots(study)
         final_id, final_metrics, verdict = _versus_defaults(family, params, best, name) if final else (None, {}, None)
         if verdict is not None:

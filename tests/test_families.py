@@ -8,8 +8,9 @@ import pytest
 import yaml
 from pydantic import BaseModel
 
-from cnn_ocr import export, families, tracking
+from cnn_ocr import export, families
 from cnn_ocr.config import ConfigError, Params, load_params
+from cnn_ocr.tracking import store
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -84,5 +85,5 @@ def test_unknown_family_names_the_choices():
 def test_export_and_tracking_read_the_table():
     assert set(export.CNN_FAMILIES) | set(export.SKLEARN_FAMILIES) == set(families.TABLE)
     assert export.SKLEARN_FAMILIES == ("svm",) and "ensemble" in export.CNN_FAMILIES
-    assert tracking.FAMILY_EXPERIMENTS == {"base_cnn": "baseline-models", "svm": "baseline-models",
-                                           "improved_cnn": "improved-cnn"}
+    assert store.FAMILY_EXPERIMENTS == {"base_cnn": "baseline-models", "svm": "baseline-models",
+                                        "improved_cnn": "improved-cnn"}

@@ -10,7 +10,9 @@ from typer.testing import CliRunner
 
 from cnn_ocr import registry, select
 from cnn_ocr.config import load_params
-from cnn_ocr.registry import CHALLENGER, PRODUCTION, REGISTERED_MODEL, RegistryError, RunRecord
+from cnn_ocr.registry import CHALLENGER, PRODUCTION, REGISTERED_MODEL, RegistryError
+from cnn_ocr.tracking import reading, store
+from cnn_ocr.tracking.reading import RunRecord
 
 REQUIRED_VERSION_TAGS = {"test_accuracy", "overfit_gap", "inference_ms_per_image", "data_version", "git_commit"}
 
@@ -95,7 +97,7 @@ def test_register_select_gate_force_rollback_and_history(two_runs, tiny_splits, 
     assert created and info.version == 1 and REQUIRED_VERSION_TAGS <= set(info.tags)
     assert float(info.tags["test_accuracy"]) == pytest.approx(runs["base_cnn"].metrics["test_accuracy"])
     assert float(info.tags["onnx_parity_max_abs_diff"]) <= 1e-4
-    assert sorted(registry.list_artifacts(info.run_id, "onnx")) == ["onnx/model.onnx", "onnx/spec.json"]
+    assert sorted(reading.list_artifacts(info.run_id, "onnx")) == ["onnx/model.onnx", "onnx/spec.json"]
     assert select.register_run(runs["base_cnn"].run_id, params) == (info, False)
 
     # selection: the rule's winner gets production, recorded in the history
@@ -172,7 +174,7 @@ def test_history_stays_bounded(two_runs):
     v2, _ = select.register_run(runs["svm"].run_id, params)
     for i in range(45):
         registry.move_alias(REGISTERED_MODEL, "staging", (v1, v2)[i % 2].version, action="test", why="x" * 80 + str(i))
-    raw = registry._client().get_registered_model(REGISTERED_MODEL).tags[registry.HISTORY_TAG]
+    raw = store.client().get_registered_model(REGISTERED_MODEL).tags[registry.HISTORY_TAG]
     history = json.loads(raw)
     assert len(raw) <= registry.HISTORY_MAX_CHARS and 10 < len(history) < 45
     assert history[-1]["why"].endswith("44") and history[-1]["to"] == v1.version
@@ -195,7 +197,7 @@ def test_ensemble_of_cnn_runs_is_scored_logged_and_a_production_candidate(tracki
                                                                            tiny_overrides):
     """`ocr ensemble` averages the best CNN runs (by validation accuracy; the SVM is no member), logs a run that
     `ocr select` ranks with the others, and registers as one ONNX graph that matches PyTorch."""
-    from cnn_ocr import evaluate, tracking
+    from cnn_ocr import evaluate
     from cnn_ocr.cli import app
     from cnn_ocr.preprocess import to_model_input
     from cnn_ocr.train import train_model
@@ -208,16 +210,16 @@ def test_ensemble_of_cnn_runs_is_scored_logged_and_a_production_candidate(tracki
 
     done = CliRunner().invoke(app, ["ensemble", *[a for o in tiny_overrides for a in ("--set", o)]])
     assert done.exit_code == 0, done.output
-    [ens] = registry.search_runs([params.ensemble.experiment])
+    [ens] = reading.search_runs([params.ensemble.experiment])
     assert ens.tags["family"] == "ensemble" and ens.status == "FINISHED"
     assert sorted(ens.tags["members"].split(",")) == sorted(r.run_id for r in runs[:2])  # CNNs only
-    logits = [evaluate.class_scores(tracking.load_model(r.run_id), to_model_input(tiny_splits.test_x)) for r in runs[:2]]
+    logits = [evaluate.class_scores(reading.load_model(r.run_id), to_model_input(tiny_splits.test_x)) for r in runs[:2]]
     probs = np.mean([np.exp(z - z.max(1, keepdims=True)) / np.exp(z - z.max(1, keepdims=True)).sum(1, keepdims=True)
                      for z in logits], axis=0)
     assert ens.metrics["test_accuracy"] == pytest.approx(np.mean(probs.argmax(1) == tiny_splits.test_y))
     assert {"test_accuracy", "val_accuracy", "overfit_gap", "inference_ms_per_image"} <= set(ens.metrics)
 
-    ranked = select.rank_candidates(registry.search_runs(params.select.experiments), params.select.latency_budget_ms)
+    ranked = select.rank_candidates(reading.search_runs(params.select.experiments), params.select.latency_budget_ms)
     assert ens.run_id in [c.run.run_id for c in ranked]
     info, created = select.register_run(ens.run_id, params)
     assert created and info.tags["family"] == "ensemble" and float(info.tags["onnx_parity_max_abs_diff"]) <= 1e-4

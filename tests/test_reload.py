@@ -131,12 +131,14 @@ def test_interval_check_picks_up_a_new_version(tmp_path, models):
 
 
 def test_registry_alias_cache_and_unreachable_store(tmp_path, tracking_uri, models, monkeypatch):
-    from cnn_ocr import registry, tracking
+    from cnn_ocr import registry
+    from cnn_ocr.tracking.runs import tracked_run
+    from cnn_ocr.tracking.writing import log_artifacts
 
     def register(folder: Path) -> int:
-        with tracking.tracked_run("service-test") as run:
+        with tracked_run("service-test") as run:
             run_id = run.info.run_id
-        registry.log_artifacts(run_id, folder, registry.ONNX_ARTIFACT_DIR)
+        log_artifacts(run_id, folder, registry.ONNX_ARTIFACT_DIR)
         info = registry.create_version(registry.REGISTERED_MODEL, run_id, {"family": "base_cnn"})
         registry.move_alias(registry.REGISTERED_MODEL, registry.PRODUCTION, info.version, action="promote",
                             why="service test")

@@ -157,13 +157,15 @@ def test_a_graph_without_the_named_output_is_refused(tmp_path):
 
 
 def test_registry_version_is_cached_with_a_pointer_the_cache_follows(tmp_path, tracking_uri):
-    from cnn_ocr import registry, tracking
+    from cnn_ocr import registry
+    from cnn_ocr.tracking.runs import tracked_run
+    from cnn_ocr.tracking.writing import log_artifacts
 
     folder = linear_graph(tmp_path / "export", np.eye(784, 10))
     write_spec(folder, build_spec(1.0, {"family": "base_cnn"}))
-    with tracking.tracked_run("spec-test") as run:
+    with tracked_run("spec-test") as run:
         run_id = run.info.run_id
-    registry.log_artifacts(run_id, folder, registry.ONNX_ARTIFACT_DIR)
+    log_artifacts(run_id, folder, registry.ONNX_ARTIFACT_DIR)
     info = registry.create_version("Spec Test+Model", run_id, {"family": "base_cnn"})
     registry.move_alias("Spec Test+Model", "production", info.version, action="promote", why="spec test")
 

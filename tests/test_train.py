@@ -12,11 +12,12 @@ import pytest
 from mlflow import MlflowClient
 from typer.testing import CliRunner
 
-from cnn_ocr import tracking
 from cnn_ocr.calibration import softmax
 from cnn_ocr.config import load_params
 from cnn_ocr.evaluate import class_scores
 from cnn_ocr.preprocess import to_model_input
+from cnn_ocr.tracking.reading import load_model
+from cnn_ocr.tracking.store import FAMILY_EXPERIMENTS
 from cnn_ocr.train import train_model
 
 CONTRACT_METRICS = {"test_accuracy", "train_accuracy", "val_accuracy", "overfit_gap", "training_time_s",
@@ -49,7 +50,7 @@ def test_smoke_run_logs_everything(family, quick_params, tiny_splits, tracking_u
     client = MlflowClient(tracking_uri)
     run = client.get_run(result.run_id)
     assert run.info.status == "FINISHED"
-    assert client.get_experiment(run.info.experiment_id).name == tracking.FAMILY_EXPERIMENTS[family]
+    assert client.get_experiment(run.info.experiment_id).name == FAMILY_EXPERIMENTS[family]
     tags, params, metrics = run.data.tags, run.data.params, run.data.metrics
     assert re.fullmatch(r"[0-9a-f]{40}", tags["git_commit"]) and tags["git_dirty"] in {"true", "false"}
     assert tags["data_content_hash"] == tiny_splits.version.content_hash
@@ -68,7 +69,7 @@ def test_smoke_run_logs_everything(family, quick_params, tiny_splits, tracking_u
     inputs = {d.dataset.name: d.dataset.digest for d in run.inputs.dataset_inputs}
     assert set(inputs) == {"mnist-v2.0-training", "mnist-v2.0-validation", "mnist-v2.0-testing"}
     assert all(len(d) == 32 for d in inputs.values())
-    model = tracking.load_model(result.run_id)
+    model = load_model(result.run_id)
     proba = softmax(class_scores(model, to_model_input(tiny_splits.test_x[:16])))
     assert proba.shape == (16, 10)
     np.testing.assert_allclose(proba.sum(axis=1), 1.0, atol=1e-5)

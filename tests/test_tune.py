@@ -136,7 +136,7 @@ def test_two_workers_share_one_study(tracking_uri, tiny_overrides, tmp_path):
 
 
 def _record(run_id, family="base_cnn", val=0.9, params=None, **tags):
-    from cnn_ocr.registry import RunRecord
+    from cnn_ocr.tracking.reading import RunRecord
 
     return RunRecord(run_id, "baseline-models", run_id, "FINISHED", 0, params or {}, {"val_accuracy": val},
                      {"family": family, **tags})

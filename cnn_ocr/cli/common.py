@@ -36,18 +36,17 @@ def expected_errors() -> tuple[type[Exception], ...]:
 
     Imported when a command runs, not when `ocr --help` is shown.
     """
-    from cnn_ocr.checkpoints import ResumeError
     from cnn_ocr.data.raw_store import CacheError
     from cnn_ocr.data.sources import SourceError
     from cnn_ocr.ensembling import EnsembleError
     from cnn_ocr.export import ExportError
-    from cnn_ocr.registry import RegistryError
-    from cnn_ocr.reproduce import ReproduceError
+    from cnn_ocr.rerun import RerunError  # ocr train --resume and ocr reproduce
     from cnn_ocr.select import SelectionError
+    from cnn_ocr.tracking.store import StoreError  # RegistryError is one
     from cnn_ocr.tune import TuningError
 
-    return (ConfigError, CacheError, SourceError, EnsembleError, ExportError, RegistryError, ReproduceError,
-            ResumeError, SelectionError, TuningError)
+    return (ConfigError, CacheError, SourceError, EnsembleError, ExportError, StoreError, RerunError,
+            SelectionError, TuningError)
 
 
 @contextmanager

@@ -116,13 +116,13 @@ def train(
         fail(f"unknown model {model!r}; choose one of: {', '.join(FAMILIES)} (or --resume RUN_ID)", code=2)
     p = params_or_fail(params, (set_ or []) + overrides.split())
     setup_logging()
-    from cnn_ocr import tracking
     from cnn_ocr.data.raw_store import CacheError
     from cnn_ocr.rerun import ResumeError, resume_training
+    from cnn_ocr.tracking import reading, runs, store
     from cnn_ocr.train import family_params, train_model
 
     for sig in (signal.SIGTERM, signal.SIGINT):  # `kill`, `dvc exp` stops and Ctrl-C end the run as KILLED
-        signal.signal(sig, tracking.interrupt_handler)
+        signal.signal(sig, runs.interrupt_handler)
     live = _LiveProgress(model or "resumed run", getattr(family_params(p, model), "epochs", 1) if model else 1)
     try:
         with one_line_errors(CacheError, ResumeError), live.progress:
@@ -134,34 +134,34 @@ def train(
     except typer.Exit:  # an expected failure, already reported in one line
         raise
     except KeyboardInterrupt:
-        run_id = tracking.last_run_id() or "RUN_ID"
+        run_id = runs.last_run_id() or "RUN_ID"
         fail(f"interrupted; MLflow run {run_id} is marked KILLED with its last complete epoch's checkpoint; "
              f"continue it with `ocr train --resume {run_id}`", code=130)
     except Exception as exc:  # the run is already marked FAILED with the error as a tag
         fail(f"training failed ({type(exc).__name__}: {exc}); the MLflow run is marked FAILED")
     _write_outputs(result, metrics_out, plots_out)
     console.print(_summary_table(result))
-    if tracking.offline_target():
-        server = tracking.offline_target()
+    if store.offline_target():
+        server = store.offline_target()
         console.print(f"[yellow]The tracking server {server} was unreachable:[/] run {result.run_id}, its model "
-                      f"and metrics are stored locally in {tracking.offline_uri()}. When the server is back, "
-                      f"copy them there with:\n  {tracking.sync_command(server)}", highlight=False)
+                      f"and metrics are stored locally in {store.offline_uri()}. When the server is back, "
+                      f"copy them there with:\n  {store.sync_command(server)}", highlight=False)
         return
-    link = tracking.run_link(result.run_id, f"http://127.0.0.1:{UI_PORT}")
-    console.print(f"MLflow store: {tracking.tracking_uri()}\nRun page (start the UI with `ocr ui`): {link}")
+    link = reading.run_link(result.run_id, f"http://127.0.0.1:{UI_PORT}")
+    console.print(f"MLflow store: {store.tracking_uri()}\nRun page (start the UI with `ocr ui`): {link}")
 
 
 def ui(
     port: Annotated[int, typer.Option("--port", "-p", help="Port to listen on (127.0.0.1 only).")] = UI_PORT,
 ) -> None:
     """Start the MLflow UI on 127.0.0.1 against the project's tracking store (Ctrl-C stops it)."""
-    from cnn_ocr import tracking
+    from cnn_ocr.tracking import store
 
-    uri = tracking.tracking_uri()
+    uri = store.tracking_uri()
     cmd = [sys.executable, "-m", "mlflow", "ui", "--backend-store-uri", uri, "--host", "127.0.0.1",
            "--port", str(port), "--workers", "1"]
-    if uri == tracking.default_tracking_uri():
-        cmd += ["--default-artifact-root", tracking.default_artifact_root().as_uri()]
+    if uri == store.default_tracking_uri():
+        cmd += ["--default-artifact-root", store.default_artifact_root().as_uri()]
     console.print(f"MLflow UI at http://127.0.0.1:{port} (store {uri}); Ctrl-C stops it.")
     signal.signal(signal.SIGTERM, _raise_interrupt)
     # The UI needs no background job runner (a pool of worker processes for server-side GenAI jobs).
@@ -189,13 +189,13 @@ def _stop(proc: subprocess.Popen) -> int:
 def sync() -> None:
     """Copy runs recorded offline (tracking server down) to MLFLOW_TRACKING_URI, once it answers again."""
     setup_logging()
-    from cnn_ocr import tracking
+    from cnn_ocr.tracking import offline, store
 
     with one_line_errors(ConnectionError, message="{error}; try again when it is back"):
-        copied = tracking.sync_offline()
+        copied = offline.sync_offline()
     for old, new in copied:
-        console.print(f"offline run {old} -> run {new} in {tracking.tracking_uri()}", highlight=False)
-    console.print(f"{len(copied)} run(s) synced from {tracking.offline_uri()}", highlight=False)
+        console.print(f"offline run {old} -> run {new} in {store.tracking_uri()}", highlight=False)
+    console.print(f"{len(copied)} run(s) synced from {store.offline_uri()}", highlight=False)
 
 
 def register(app: typer.Typer) -> None:
