@@ -89,9 +89,12 @@ serve: install
 ui: install
 	ocr ui
 
+# The whole suite; under CI (`CI` set, as .ci/run does) a missing tool fails its tests, and the quick lifecycle
+# runs end to end and its exported model is served and asked about a real MNIST test digit (tests/test_lifecycle.py).
 test: install system-deps
 	$(BIN)/ruff check cnn_ocr app tests benchmarks
 	$(BIN)/python -m pytest -q
+	@if [ -n "$$CI" ]; then $(BIN)/python -m pytest -q -m lifecycle tests/test_lifecycle.py; fi
 
 # Benchmarks (training, inference, service, main job): results in benchmarks/results/, table in README.md.
 bench: install system-deps

@@ -7,6 +7,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -55,3 +56,16 @@ def live_server(env: dict[str, str], log_path: Path, timeout_s: float = 60.0):
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def hammer(base: str, pixels: list, stop: threading.Event, results: list) -> None:
+    """POST /predict in a loop until `stop` is set; append (sent at, status or error, model version)."""
+    with httpx.Client(base_url=base, timeout=30) as client:
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                r = client.post("/predict", json={"pixels": pixels})
+                version = r.json()["model"]["version"] if r.status_code == 200 else None
+                results.append((sent, r.status_code, version))
+            except httpx.HTTPError as exc:
+                results.append((sent, repr(exc), None))

@@ -12,38 +12,18 @@ import pytest
 from fastapi.testclient import TestClient
 from image_files import png, png_header_only
 from PIL import Image
+from service_client import TOKEN, assert_error, make_client
 
 from app.main import create_app
 from app.model_store import NoModelError
 from app.settings import Settings
 
 pytestmark = pytest.mark.api
-TOKEN = "s3cret-admin-token"
 
 
 @pytest.fixture(scope="module")
 def digits(mnist_splits):
     return mnist_splits.test_x[:20], mnist_splits.test_y[:20]
-
-
-def make_client(tmp_path, model_dir, **overrides) -> TestClient:
-    values = {"model_path": model_dir, "feedback_db": tmp_path / "feedback.db", "reload_interval_s": 0,
-              "admin_token": TOKEN, **overrides}
-    return TestClient(create_app(Settings(**values)), raise_server_exceptions=False)
-
-
-@pytest.fixture()
-def client(tmp_path, service_model_dir):
-    with make_client(tmp_path, service_model_dir) as c:
-        yield c
-
-
-def assert_error(response, status: int) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["detail"] and isinstance(body["detail"], str) and body["detail"]
-    assert "Traceback" not in body["detail"] and "\n" not in body["detail"]
-    return body["detail"]
 
 
 # ---------------------------------------------------------------- predict

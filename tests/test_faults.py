@@ -22,9 +22,9 @@ from pathlib import Path
 import httpx
 import numpy as np
 import pytest
-from live_server import ROOT, free_port, live_server
-from service_model import copy_model
-from test_reload import AUTH, TOKEN, hammer, models, point  # noqa: F401  (models is a fixture)
+from live_server import ROOT, free_port, hammer, live_server
+from service_client import AUTH, TOKEN
+from service_model import copy_model, point
 
 OCR = [sys.executable, "-c", "from cnn_ocr.cli import app; app()"]
 TIMING_METRICS = {"training_time_s", "inference_ms_per_image"}
@@ -53,7 +53,7 @@ def wait_healthy(base: str, proc: subprocess.Popen, log_path: Path, timeout_s: f
 
 # ---------------------------------------------------------------- service
 
-def test_repeated_hot_swaps_under_load_fail_no_request(tmp_path, models, mnist_splits):  # noqa: F811
+def test_repeated_hot_swaps_under_load_fail_no_request(tmp_path, models, mnist_splits):
     env = {"OCR_MODEL_PATH": str(models["current"]), "OCR_ADMIN_TOKEN": TOKEN, "OCR_FEEDBACK_DB": str(tmp_path / "f.db")}
     with live_server(env, tmp_path / "server.log") as base:
         stop, results = threading.Event(), []

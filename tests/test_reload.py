@@ -3,79 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import threading
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
-import pytest
-from live_server import free_port, live_server
-from service_model import copy_model
+from live_server import free_port, hammer, live_server
+from service_client import AUTH, TOKEN
+from service_model import point
 
 from app.model_store import ModelStore
 from app.settings import Settings
-
-TOKEN = "reload-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def point(link: Path, target: Path) -> None:
-    """Atomically repoint the symlink `link` at `target` (how a deployment switches model folders)."""
-    tmp = link.with_name(link.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target)
-    os.replace(tmp, link)
-
-
-def nan_model(dest: Path, spec_from: Path) -> Path:
-    """A valid ONNX graph whose logits are NaN: it loads, and must fail the smoke test."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = numpy_helper.from_array(np.full((784, 10), np.nan, np.float32), "W")
-    shape = numpy_helper.from_array(np.array([-1, 784], np.int64), "shape")
-    graph = helper.make_graph(
-        [helper.make_node("Reshape", ["input", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "W"], ["logits"])],
-        "nan", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], [weights, shape])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    dest.mkdir(parents=True)
-    onnx.save(model, dest / "model.onnx")
-    shutil.copy2(spec_from / "spec.json", dest / "spec.json")
-    return dest
-
-
-def corrupt_model(dest: Path, spec_from: Path) -> Path:
-    dest.mkdir(parents=True)
-    (dest / "model.onnx").write_bytes(b"this is not an onnx file" * 100)
-    shutil.copy2(spec_from / "spec.json", dest / "spec.json")
-    return dest
-
-
-@pytest.fixture()
-def models(tmp_path, service_model_dir):
-    v1 = copy_model(service_model_dir, tmp_path / "v1", "1")
-    v2 = copy_model(service_model_dir, tmp_path / "v2", "2")
-    current = tmp_path / "current"
-    current.symlink_to(v1)
-    return {"v1": v1, "v2": v2, "current": current, "nan": nan_model(tmp_path / "nan", v1),
-            "corrupt": corrupt_model(tmp_path / "corrupt", v1)}
-
-
-def hammer(base: str, pixels: list, stop: threading.Event, results: list) -> None:
-    with httpx.Client(base_url=base, timeout=30) as client:
-        while not stop.is_set():
-            sent = time.monotonic()
-            try:
-                r = client.post("/predict", json={"pixels": pixels})
-                version = r.json()["model"]["version"] if r.status_code == 200 else None
-                results.append((sent, r.status_code, version))
-            except httpx.HTTPError as exc:
-                results.append((sent, repr(exc), None))
 
 
 def test_swaps_under_concurrent_load_lose_no_request(tmp_path, models, mnist_splits):

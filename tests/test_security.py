@@ -20,15 +20,9 @@ import psutil
 import pytest
 from image_files import png, png_header_only
 from live_server import ROOT, free_port
-from test_api import TOKEN, assert_error, make_client
+from service_client import TOKEN, assert_error, make_client
 
 pytestmark = pytest.mark.api
-
-
-@pytest.fixture()
-def client(tmp_path, service_model_dir):
-    with make_client(tmp_path, service_model_dir) as c:
-        yield c
 
 
 # ---------------------------------------------------------------- admin
