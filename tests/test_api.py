@@ -57,10 +57,22 @@ def test_blank_is_no_digit(client):
     assert body["input_image"] is None
 
 
-def test_uncertain_below_threshold(tmp_path, service_model_dir, digits):
-    with make_client(tmp_path, service_model_dir, uncertain_threshold=1.0) as c:
-        body = c.post("/predict", json={"pixels": digits[0][0].tolist()}).json()
-    assert body["status"] == "uncertain" and body["digit"] == digits[1][0]
+def test_uncertain_below_threshold(tmp_path, client, service_model_dir, digits):
+    """A threshold between two answers' confidences: the less sure one is `uncertain` (digit still given),
+    the surer one stays `ok`."""
+    x, y = digits
+    confidences = [client.post("/predict", json={"pixels": img.tolist()}).json()["confidence"] for img in x]
+    low, high = int(np.argmin(confidences)), int(np.argmax(confidences))
+    assert confidences[low] < confidences[high], confidences
+    threshold = (confidences[low] + confidences[high]) / 2
+    (tmp_path / "t").mkdir()
+    with make_client(tmp_path / "t", service_model_dir, uncertain_threshold=threshold) as c:
+        unsure = c.post("/predict", json={"pixels": x[low].tolist()}).json()
+        sure = c.post("/predict", json={"pixels": x[high].tolist()}).json()
+        assert c.get("/model").json()["uncertain_threshold"] == pytest.approx(threshold)
+    assert unsure["status"] == "uncertain" and unsure["confidence"] < threshold
+    assert unsure["digit"] == int(np.argmax(unsure["probabilities"]))
+    assert sure["status"] == "ok" and sure["digit"] == y[high] and sure["confidence"] >= threshold
 
 
 def test_batch_keeps_order(client, digits):
