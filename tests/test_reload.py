@@ -8,7 +8,7 @@ import time
 from pathlib import Path
 
 import httpx
-from live_server import free_port, hammer, live_server
+from live_server import free_port, hammer, live_server, metric, wait_until
 from service_client import AUTH, TOKEN
 from service_model import point
 
@@ -26,18 +26,20 @@ def test_swaps_under_concurrent_load_lose_no_request(tmp_path, models, mnist_spl
         for w in workers:
             w.start()
         try:
-            time.sleep(0.5)
+            wait_until(lambda: sum(v == "1" for _, _, v in list(results)) >= 20, "20 answers from v1")
             point(models["current"], models["v2"])
             r = httpx.post(f"{base}/admin/reload", headers=AUTH, timeout=30)
             assert r.status_code == 200 and r.json()["status"] == "reloaded", r.text
             swapped_at = time.monotonic()
-            time.sleep(0.5)
             for bad in ("corrupt", "nan"):
+                mark = time.monotonic()
+                wait_until(lambda t=mark: sum(s > t for s, _, _ in list(results)) >= 20, f"20 answers before {bad}")
                 point(models["current"], models[bad])
                 r = httpx.post(f"{base}/admin/reload", headers=AUTH, timeout=30)
                 assert r.status_code == 409 and r.json()["status"] == "refused", r.text
                 assert r.json()["model"]["version"] == "2"
-                time.sleep(0.3)
+            mark = time.monotonic()
+            wait_until(lambda: sum(s > mark for s, _, _ in list(results)) >= 20, "20 answers after the refusals")
         finally:
             stop.set()
             for w in workers:
@@ -59,12 +61,10 @@ def test_interval_check_picks_up_a_new_version(tmp_path, models):
     with live_server({**env, "OCR_RELOAD_INTERVAL_S": "0.3"}, tmp_path / "server.log") as base:
         assert httpx.get(f"{base}/model").json()["version"] == "1"
         point(models["current"], models["v2"])
-        deadline = time.monotonic() + 10
-        while httpx.get(f"{base}/model").json()["version"] != "2":
-            assert time.monotonic() < deadline, "the new version was not picked up within 10 s"
-            time.sleep(0.1)
+        wait_until(lambda: httpx.get(f"{base}/model").json()["version"] == "2", "the new version picked up", 10)
         point(models["current"], models["corrupt"])
-        time.sleep(1.0)
+        wait_until(lambda: metric(base, 'ocr_model_reloads_total{result="refused"}') >= 1, "the corrupt model refused",
+                   10)
         assert httpx.get(f"{base}/health").json()["model"]["version"] == "2"
 
 
