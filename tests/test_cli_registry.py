@@ -95,7 +95,7 @@ def test_register_promote_rollback_and_export(runs, store, tiny_splits):
     code, said = ocr("rollback", "--to", "1", "--reason", "v2 misreads sevens", *sets)
     assert code == 0 and "production v2 -> v1 (v2 misreads sevens)" in said, said
     assert _production(folder / "prod-b", sets)["version"] == "1"
-    code, said = ocr("models", "history", *sets)
+    code, said = ocr("models", "history")
     assert code == 0 and "rollback" in said and "v2 misreads sevens" in said, said
 
     code, said = ocr("export", "--version", "2", "--out", str(folder / "v2"), *sets)
