@@ -17,14 +17,15 @@ from live_server import ROOT, free_port, wait_until
 OCR = [sys.executable, "-c", "from cnn_ocr.cli import app; app()"]
 
 
-def test_data_info_shows_each_version_with_its_counts(tiny_data_dir, tiny_splits):
+def test_data_info_shows_each_version_with_its_counts(tiny_data_dir):
     done = subprocess.run([*OCR, "data", "info", "--set", f"data.processed_dir={tiny_data_dir}"], cwd=ROOT,
                           capture_output=True, text=True, timeout=120, env={**os.environ, "COLUMNS": "250"})
     assert done.returncode == 0, done.stderr
     said = done.stdout
     for version in ("v2.0", "v3.0"):
+        recorded = json.loads((tiny_data_dir / version / "meta.json").read_text())["content_hash"]
         assert f"mnist {version}" in said and str(tiny_data_dir / version) in said, said
-    assert tiny_splits.version.content_hash[:16] in said
+        assert f"content sha256 {recorded[:16]}" in said, said
     for split, count in (("train", 600), ("val", 200), ("test", 500)):
         per_class = " ".join([str(count // 10)] * 10)
         assert f"{split:<5} {count:>7}  per class 0-9: {per_class}" in said, said
