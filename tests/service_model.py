@@ -71,7 +71,8 @@ def _export(net, splits, dest: Path) -> None:
 # The code that shapes the cached model: the recipe (this file), preprocessing, the model definitions and
 # training code, the export and its spec, calibration. Patterns, so that files added or renamed are covered.
 SHAPING_CODE = ("tests/service_model.py", "cnn_ocr/preprocess.py", "cnn_ocr/export*.py", "cnn_ocr/spec.py",
-                "cnn_ocr/spec/**/*.py", "cnn_ocr/calibration.py", "cnn_ocr/models/**/*.py", "cnn_ocr/fit/**/*.py")
+                "cnn_ocr/spec/**/*.py", "cnn_ocr/calibration.py", "cnn_ocr/families.py", "cnn_ocr/models/**/*.py",
+                "cnn_ocr/fit/**/*.py")
 
 
 def shaping_files() -> list[Path]:
