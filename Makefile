@@ -9,7 +9,7 @@ export PATH := $(CURDIR)/$(BIN):$(PATH)
 # Drop pip's notes about unused local package folders; keep everything else it says.
 PIP_QUIET := { grep -v "is ignored: it is neither a file nor a directory" || true; }
 
-.PHONY: run lifecycle test install system-deps data train serve ui bench bench-smoke lint clean-venv
+.PHONY: run lifecycle test install system-deps runtime-deps data train serve ui bench bench-smoke lint clean-venv
 
 $(STAMP): pyproject.toml requirements.lock
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -19,18 +19,27 @@ $(STAMP): pyproject.toml requirements.lock
 	@touch $(STAMP)
 
 # Browser assets (Swagger UI, ReDoc, axe-core) from pinned, checksum-verified npm tarballs (needs npm).
-install: $(STAMP)
+install: $(STAMP) runtime-deps
 	$(BIN)/python -m app.vendor
 
-# Debian packages used by the tests: Chromium (browser test), Fashion-MNIST IDX files (IDX reader test), wrk (load).
-SYSTEM_PACKAGES := chromium dataset-fashion-mnist wrk
-system-deps:
-	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
+# Debian packages, installed with apt-get when missing (as root, or through sudo).
+# Used by the tests: Chromium (browser tests), Fashion-MNIST IDX files (IDX reader, held-out non-digits), wrk (load),
+# PostgreSQL (shared stores), Hershey single-stroke fonts, a handwriting TTF font and Font Awesome pictograms
+# (generated non-digits and held-out families).
+SYSTEM_PACKAGES := chromium dataset-fashion-mnist wrk postgresql hershey-fonts-data fonts-dkg-handwriting \
+                   fonts-font-awesome
+APT_INSTALL = missing=$$(for p in $(1); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
 	  echo "installing Debian packages: $$missing"; \
 	  SUDO=$$([ "$$(id -u)" = 0 ] || echo sudo); \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing >/dev/null; \
 	fi
+system-deps:
+	@$(call APT_INSTALL,$(SYSTEM_PACKAGES))
+
+# npm (for `make install`'s browser assets): Debian's package when the machine has no npm at all.
+runtime-deps:
+	@command -v npm >/dev/null 2>&1 || { $(call APT_INSTALL,npm); }
 
 data: install
 	dvc repro prepare
@@ -91,9 +100,12 @@ serve: install
 ui: install
 	ocr ui
 
-test: install system-deps
+# The whole suite; under CI (`CI` set, as .ci/run does) a missing tool fails its tests, and the quick lifecycle
+# runs end to end and its exported model is served and asked about a real MNIST test digit (tests/test_lifecycle.py).
+test: system-deps install
 	$(BIN)/ruff check cnn_ocr app tests benchmarks
 	$(BIN)/python -m pytest -q
+	@if [ -n "$$CI" ]; then $(BIN)/python -m pytest -q -m lifecycle tests/test_lifecycle.py; fi
 
 # Benchmarks (training, inference, service, main job): results in benchmarks/results/, table in README.md.
 bench: install system-deps

@@ -8,23 +8,19 @@ from contextlib import contextmanager
 from pathlib import Path
 from urllib.parse import urlsplit
 
-import pytest
 from live_server import live_server
 
-CHROMIUM = Path("/usr/bin/chromium")
 ARGS = ["--no-sandbox", "--headless", "--disable-gpu", "--disable-background-networking"]
 LOCAL_HOSTS = {"127.0.0.1", "localhost"}
 
 
 @contextmanager
-def chromium() -> Iterator[object]:
-    """Debian's Chromium driven by Playwright; fails (not skips) with what to install when it is missing."""
-    if not CHROMIUM.exists():
-        pytest.fail("/usr/bin/chromium is missing: `make system-deps` installs the Debian package chromium")
+def launch(executable: Path) -> Iterator[object]:
+    """Chromium at `executable` (the `chromium` fixture: Debian's, checked by `require_tool`) driven by Playwright."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as pw:
-        browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=ARGS)
+        browser = pw.chromium.launch(executable_path=str(executable), args=ARGS)
         try:
             yield browser
         finally:

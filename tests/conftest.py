@@ -1,18 +1,49 @@
-"""Shared fixtures: the real MNIST data (prepared once), small real slices, and a throwaway MLflow store."""
+"""Shared fixtures: the real MNIST data (prepared once per session in a temporary folder), small real slices,
+a throwaway MLflow store, the small served model and the service's clients.
+
+Under CI (`CI` set, as `.ci/run` does) a missing tool fails its tests instead of skipping them.
+"""
 
 from __future__ import annotations
 
 import os
+import shutil
 from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+from hypothesis import HealthCheck, settings
 
 ROOT = Path(__file__).resolve().parents[1]
 FASHION_DIR = Path("/usr/share/datasets/fashion-mnist")
+# The raw MNIST download, verified by its manifest, is kept between sessions (never in the project's data/).
+RAW_CACHE = ROOT / ".cache" / "test-data" / "raw"
 # Params paths are relative to the project root, as for every `ocr` command.
 os.chdir(ROOT)
+# The same examples on every run and machine: a failure found once is found again.
+settings.register_profile("project", derandomize=True, database=None, deadline=None,
+                          suppress_health_check=[HealthCheck.too_slow])
+settings.load_profile("project")
+
+
+def require_tool(present: bool, name: str, why: str) -> None:
+    """Skip the calling test when `name` is missing, or fail it under CI, where every tool must be there.
+
+    `why` says what provides the tool, e.g. "`make system-deps` installs the Debian package wrk"."""
+    if present:
+        return
+    message = f"{name} is missing: {why}"
+    if os.environ.get("CI"):
+        pytest.fail(message, pytrace=False)
+    pytest.skip(message)
+
+
+def require_command(command: str, why: str) -> str:
+    """The path of `command` on PATH (see `require_tool`)."""
+    path = shutil.which(command)
+    require_tool(path is not None, command, why)
+    return str(path)
 
 
 @pytest.fixture(scope="session")
@@ -24,12 +55,14 @@ def project_params():
 
 
 @pytest.fixture(scope="session")
-def prepared_data(project_params):
-    """Fetch and prepare the real data into the project's data/ folder once per test session."""
+def prepared_data(project_params, tmp_path_factory):
+    """The real data prepared once per test session into a temporary folder (the raw download is cached)."""
     from cnn_ocr.data import ensure_prepared
 
-    ensure_prepared(project_params.data)
-    return project_params.data
+    data = project_params.data.model_copy(update={"raw_dir": RAW_CACHE,
+                                                  "processed_dir": tmp_path_factory.mktemp("processed")})
+    ensure_prepared(data)
+    return data
 
 
 @pytest.fixture(scope="session")
@@ -66,12 +99,33 @@ def tracking_uri(tmp_path, monkeypatch):
 
 
 @pytest.fixture(scope="session")
+def wrk() -> str:
+    """Path of Debian's wrk load generator."""
+    return require_command("wrk", "`make system-deps` installs the Debian package wrk")
+
+
+@pytest.fixture(scope="session")
+def chromium() -> Path:
+    """Debian's Chromium, driven by Playwright in the browser tests."""
+    path = Path("/usr/bin/chromium")
+    require_tool(path.is_file(), str(path), "`make system-deps` installs the Debian package chromium")
+    return path
+
+
+@pytest.fixture(scope="session")
+def browser(chromium):
+    """One headless Chromium for the session's browser tests (each test opens its own context)."""
+    from browser_env import launch
+
+    with launch(chromium) as launched:
+        yield launched
+
+
+@pytest.fixture(scope="session")
 def fashion_dir() -> Path:
     """Debian's dataset-fashion-mnist IDX files (installed by `make test`)."""
-    if not (FASHION_DIR / "train-images-idx3-ubyte.gz").is_file():
-        if os.environ.get("CI"):
-            pytest.fail(f"{FASHION_DIR} is missing: `make test` installs the Debian package dataset-fashion-mnist")
-        pytest.skip("Debian package dataset-fashion-mnist is not installed")
+    require_tool((FASHION_DIR / "train-images-idx3-ubyte.gz").is_file(), str(FASHION_DIR),
+                 "`make system-deps` installs the Debian package dataset-fashion-mnist")
     return FASHION_DIR
 
 
@@ -109,6 +163,29 @@ def service_model_dir(mnist_splits) -> Path:
     return trained_model_dir(mnist_splits)
 
 
+@pytest.fixture()
+def client(tmp_path, service_model_dir):
+    """The real app in process (ONNX Runtime, SQLite feedback in tmp_path), admin token `service_client.TOKEN`."""
+    from service_client import make_client
+
+    with make_client(tmp_path, service_model_dir) as c:
+        yield c
+
+
+@pytest.fixture()
+def models(tmp_path, service_model_dir) -> dict[str, Path]:
+    """Model folders for swaps: versions 1 and 2, a NaN-producing and a corrupt model, and the symlink
+    `current` (pointing at v1) that a deployment repoints."""
+    from service_model import copy_model, corrupt_model, nan_model
+
+    v1 = copy_model(service_model_dir, tmp_path / "v1", "1")
+    v2 = copy_model(service_model_dir, tmp_path / "v2", "2")
+    current = tmp_path / "current"
+    current.symlink_to(v1)
+    return {"v1": v1, "v2": v2, "current": current, "nan": nan_model(tmp_path / "nan", v1),
+            "corrupt": corrupt_model(tmp_path / "corrupt", v1)}
+
+
 # --- a real PostgreSQL server (Debian package `postgresql`), one per test session ---
 @pytest.fixture(scope="session")
 def postgres():
@@ -116,9 +193,6 @@ def postgres():
     from pg_server import find_bin_dir, postgres_server
 
     bin_dir = find_bin_dir()
-    if bin_dir is None:
-        if os.environ.get("CI"):
-            pytest.fail("PostgreSQL is missing: `make test` installs the Debian package postgresql")
-        pytest.skip("Debian package postgresql is not installed")
+    require_tool(bin_dir is not None, "PostgreSQL", "`make system-deps` installs the Debian package postgresql")
     with postgres_server(bin_dir) as server:
         yield server

@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import os
+import re
 import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
+from collections.abc import Callable
 from contextlib import contextmanager
 from pathlib import Path
 
@@ -55,3 +58,34 @@ def live_server(env: dict[str, str], log_path: Path, timeout_s: float = 60.0):
                 except subprocess.TimeoutExpired:
                     proc.kill()
                     proc.wait()
+
+
+def hammer(base: str, pixels: list, stop: threading.Event, results: list) -> None:
+    """POST /predict in a loop until `stop` is set; append (sent at, status or error, model version)."""
+    with httpx.Client(base_url=base, timeout=30) as client:
+        while not stop.is_set():
+            sent = time.monotonic()
+            try:
+                r = client.post("/predict", json={"pixels": pixels})
+                version = r.json()["model"]["version"] if r.status_code == 200 else None
+                results.append((sent, r.status_code, version))
+            except httpx.HTTPError as exc:
+                results.append((sent, repr(exc), None))
+
+
+def wait_until(check: Callable[[], object], what: str, timeout_s: float = 30.0, every_s: float = 0.02):
+    """Poll `check` until it returns something truthy (returned); fail naming `what` after `timeout_s`."""
+    deadline = time.monotonic() + timeout_s
+    while not (found := check()):
+        if time.monotonic() > deadline:
+            raise AssertionError(f"{what}: not seen within {timeout_s:g} s")
+        time.sleep(every_s)
+    return found
+
+
+def metric(base: str, series: str) -> float:
+    """The value of one series in the service's /metrics, e.g. 'ocr_model_reloads_total{result="refused"}';
+    0.0 while it has not appeared."""
+    text = httpx.get(f"{base}/metrics", timeout=10).text
+    found = re.search(rf"^{re.escape(series)} (\S+)$", text, re.MULTILINE)
+    return float(found.group(1)) if found else 0.0

@@ -1,7 +1,8 @@
 """A real, small CNN for the service tests: trained briefly on real MNIST, exported to ONNX + spec.json.
 
 Training (30k images, 2 epochs) takes about 20-40 s on 2 cores; the exported folder is cached under `.cache/test-models/<hash>/`,
-keyed by this file's source, so later test sessions reuse it.
+keyed by the source of this recipe and of the code that shapes the model (`SHAPING_CODE`), so later test
+sessions reuse it until one of those files changes.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import fcntl
 import hashlib
 import json
+import os
 import shutil
 from pathlib import Path
 
@@ -66,9 +68,24 @@ def _export(net, splits, dest: Path) -> None:
                  test_images=splits.test_x[:256], dest=dest, model_block=block)
 
 
+# The code that shapes the cached model: the recipe (this file), preprocessing, the model definitions and
+# training code, the export and its spec, calibration. Patterns, so that files added or renamed are covered.
+SHAPING_CODE = ("tests/service_model.py", "cnn_ocr/preprocess.py", "cnn_ocr/export*.py", "cnn_ocr/spec.py",
+                "cnn_ocr/spec/**/*.py", "cnn_ocr/calibration.py", "cnn_ocr/families.py", "cnn_ocr/models/**/*.py",
+                "cnn_ocr/fit/**/*.py")
+
+
+def shaping_files() -> list[Path]:
+    """The source files whose content the cache key covers, in a stable order."""
+    return sorted({f for pattern in SHAPING_CODE for f in ROOT.glob(pattern) if f.is_file()})
+
+
 def cache_key() -> str:
-    """Changes whenever this file (the recipe) changes."""
-    return hashlib.sha256(Path(__file__).read_bytes()).hexdigest()[:16]
+    """Changes whenever the recipe or any code that shapes the exported model changes (path and content)."""
+    digest = hashlib.sha256()
+    for f in shaping_files():
+        digest.update(f.relative_to(ROOT).as_posix().encode() + b"\0" + f.read_bytes() + b"\0")
+    return digest.hexdigest()[:16]
 
 
 def trained_model_dir(splits) -> Path:
@@ -92,4 +109,39 @@ def copy_model(src: Path, dest: Path, version: str) -> Path:
     spec = json.loads((src / "spec.json").read_text())
     spec["model"]["version"] = version
     (dest / "spec.json").write_text(json.dumps(spec))
+    return dest
+
+
+def point(link: Path, target: Path) -> None:
+    """Atomically repoint the symlink `link` at `target` (how a deployment switches model folders)."""
+    tmp = link.with_name(link.name + ".tmp")
+    tmp.unlink(missing_ok=True)
+    tmp.symlink_to(target)
+    os.replace(tmp, link)
+
+
+def nan_model(dest: Path, spec_from: Path) -> Path:
+    """A valid ONNX graph whose logits are NaN: it loads, and must fail the smoke test."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    weights = numpy_helper.from_array(np.full((784, 10), np.nan, np.float32), "W")
+    shape = numpy_helper.from_array(np.array([-1, 784], np.int64), "shape")
+    graph = helper.make_graph(
+        [helper.make_node("Reshape", ["input", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "W"], ["logits"])],
+        "nan", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], [weights, shape])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    model.ir_version = 8
+    dest.mkdir(parents=True)
+    onnx.save(model, dest / "model.onnx")
+    shutil.copy2(spec_from / "spec.json", dest / "spec.json")
+    return dest
+
+
+def corrupt_model(dest: Path, spec_from: Path) -> Path:
+    """A folder whose model.onnx is not ONNX at all."""
+    dest.mkdir(parents=True)
+    (dest / "model.onnx").write_bytes(b"this is not an onnx file" * 100)
+    shutil.copy2(spec_from / "spec.json", dest / "spec.json")
     return dest

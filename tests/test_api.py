@@ -12,38 +12,18 @@ import pytest
 from fastapi.testclient import TestClient
 from image_files import png, png_header_only
 from PIL import Image
+from service_client import TOKEN, assert_error, make_client
 
 from app.main import create_app
 from app.model_store import NoModelError
 from app.settings import Settings
 
 pytestmark = pytest.mark.api
-TOKEN = "s3cret-admin-token"
 
 
 @pytest.fixture(scope="module")
 def digits(mnist_splits):
     return mnist_splits.test_x[:20], mnist_splits.test_y[:20]
-
-
-def make_client(tmp_path, model_dir, **overrides) -> TestClient:
-    values = {"model_path": model_dir, "feedback_db": tmp_path / "feedback.db", "reload_interval_s": 0,
-              "admin_token": TOKEN, **overrides}
-    return TestClient(create_app(Settings(**values)), raise_server_exceptions=False)
-
-
-@pytest.fixture()
-def client(tmp_path, service_model_dir):
-    with make_client(tmp_path, service_model_dir) as c:
-        yield c
-
-
-def assert_error(response, status: int) -> str:
-    assert response.status_code == status, response.text
-    body = response.json()
-    assert list(body) == ["detail"] and isinstance(body["detail"], str) and body["detail"]
-    assert "Traceback" not in body["detail"] and "\n" not in body["detail"]
-    return body["detail"]
 
 
 # ---------------------------------------------------------------- predict
@@ -77,10 +57,22 @@ def test_blank_is_no_digit(client):
     assert body["input_image"] is None
 
 
-def test_uncertain_below_threshold(tmp_path, service_model_dir, digits):
-    with make_client(tmp_path, service_model_dir, uncertain_threshold=1.0) as c:
-        body = c.post("/predict", json={"pixels": digits[0][0].tolist()}).json()
-    assert body["status"] == "uncertain" and body["digit"] == digits[1][0]
+def test_uncertain_below_threshold(tmp_path, client, service_model_dir, digits):
+    """A threshold between two answers' confidences: the less sure one is `uncertain` (digit still given),
+    the surer one stays `ok`."""
+    x, y = digits
+    confidences = [client.post("/predict", json={"pixels": img.tolist()}).json()["confidence"] for img in x]
+    low, high = int(np.argmin(confidences)), int(np.argmax(confidences))
+    assert confidences[low] < confidences[high], confidences
+    threshold = (confidences[low] + confidences[high]) / 2
+    (tmp_path / "t").mkdir()
+    with make_client(tmp_path / "t", service_model_dir, uncertain_threshold=threshold) as c:
+        unsure = c.post("/predict", json={"pixels": x[low].tolist()}).json()
+        sure = c.post("/predict", json={"pixels": x[high].tolist()}).json()
+        assert c.get("/model").json()["uncertain_threshold"] == pytest.approx(threshold)
+    assert unsure["status"] == "uncertain" and unsure["confidence"] < threshold
+    assert unsure["digit"] == int(np.argmax(unsure["probabilities"]))
+    assert sure["status"] == "ok" and sure["digit"] == y[high] and sure["confidence"] >= threshold
 
 
 def test_batch_keeps_order(client, digits):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-import shutil
 
 import pytest
 
@@ -70,8 +69,7 @@ def test_inference_benchmark_smoke(mnist_splits, tmp_path):
 
 
 @pytest.mark.timeout(300)
-@pytest.mark.skipif(shutil.which("wrk") is None, reason="needs Debian's wrk (make system-deps)")
-def test_service_benchmark_smoke(mnist_splits, tmp_path):
+def test_service_benchmark_smoke(wrk, mnist_splits, tmp_path):
     assert bench_cli.main(["service", "--smoke", "--out", str(tmp_path)]) == 0
     fig = _load(tmp_path / "service.json")["figures"]
     for workers in ("workers_1", "workers_2"):

@@ -6,7 +6,7 @@ import base64
 
 import numpy as np
 import pytest
-from browser_env import chromium, expect, page_server, wait_answer
+from browser_env import expect, page_server, wait_answer
 from image_files import png
 
 pytestmark = pytest.mark.browser
@@ -16,12 +16,6 @@ pytestmark = pytest.mark.browser
 def server(tmp_path_factory, service_model_dir):
     with page_server(service_model_dir, tmp_path_factory.mktemp("browser")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture()

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from browser_env import chromium, expect, page_server, wait_answer
+from browser_env import expect, page_server, wait_answer
 from image_files import png
 
 from app.vendor import installed, manifest
@@ -19,12 +19,6 @@ PHONE = {"viewport": {"width": 375, "height": 740}, "device_scale_factor": 2, "i
 def server(tmp_path_factory, service_model_dir):
     with page_server(service_model_dir, tmp_path_factory.mktemp("a11y")) as (base, _):
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 def serious_violations(page) -> list[str]:

@@ -8,7 +8,7 @@ import re
 import httpx
 import numpy as np
 import pytest
-from browser_env import chromium, expect, page_server, wait_answer
+from browser_env import expect, page_server, wait_answer
 from image_files import png
 
 pytestmark = pytest.mark.browser
@@ -18,12 +18,6 @@ pytestmark = pytest.mark.browser
 def server(tmp_path_factory, service_model_dir):
     with page_server(service_model_dir, tmp_path_factory.mktemp("answers")) as running:
         yield running
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture()

@@ -5,7 +5,7 @@ from __future__ import annotations
 from urllib.parse import urlsplit
 
 import pytest
-from browser_env import LOCAL_HOSTS, block_internet, chromium, expect, page_server
+from browser_env import LOCAL_HOSTS, block_internet, expect, page_server
 
 pytestmark = pytest.mark.browser
 
@@ -14,12 +14,6 @@ pytestmark = pytest.mark.browser
 def server(tmp_path_factory, service_model_dir):
     with page_server(service_model_dir, tmp_path_factory.mktemp("docs")) as (base, _):
         yield base
-
-
-@pytest.fixture(scope="module")
-def browser():
-    with chromium() as b:
-        yield b
 
 
 @pytest.fixture()

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from browser_env import chromium, expect, page_server, wait_answer
+from browser_env import expect, page_server, wait_answer
 from pen_strokes import pen_paths
 
 pytestmark = pytest.mark.browser
@@ -18,8 +18,8 @@ N_ROWS = 12
 
 
 @pytest.fixture(scope="module")
-def page(tmp_path_factory, service_model_dir):
-    with page_server(service_model_dir, tmp_path_factory.mktemp("drawing")) as (base, _), chromium() as browser:
+def page(tmp_path_factory, service_model_dir, browser):
+    with page_server(service_model_dir, tmp_path_factory.mktemp("drawing")) as (base, _):
         context = browser.new_context(viewport={"width": 1100, "height": 900})
         page = context.new_page()
         page.goto(base)

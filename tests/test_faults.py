@@ -21,10 +21,11 @@ from pathlib import Path
 
 import httpx
 import numpy as np
+import psutil
 import pytest
-from live_server import ROOT, free_port, live_server
-from service_model import copy_model
-from test_reload import AUTH, TOKEN, hammer, models, point  # noqa: F401  (models is a fixture)
+from live_server import ROOT, free_port, hammer, live_server, metric, wait_until
+from service_client import AUTH, TOKEN
+from service_model import copy_model, point
 
 OCR = [sys.executable, "-c", "from cnn_ocr.cli import app; app()"]
 TIMING_METRICS = {"training_time_s", "inference_ms_per_image"}
@@ -53,7 +54,7 @@ def wait_healthy(base: str, proc: subprocess.Popen, log_path: Path, timeout_s: f
 
 # ---------------------------------------------------------------- service
 
-def test_repeated_hot_swaps_under_load_fail_no_request(tmp_path, models, mnist_splits):  # noqa: F811
+def test_repeated_hot_swaps_under_load_fail_no_request(tmp_path, models, mnist_splits):
     env = {"OCR_MODEL_PATH": str(models["current"]), "OCR_ADMIN_TOKEN": TOKEN, "OCR_FEEDBACK_DB": str(tmp_path / "f.db")}
     with live_server(env, tmp_path / "server.log") as base:
         stop, results = threading.Event(), []
@@ -64,7 +65,8 @@ def test_repeated_hot_swaps_under_load_fail_no_request(tmp_path, models, mnist_s
         outcomes = []
         try:
             for target in ("v2", "corrupt", "v1", "nan", "v2", "v1"):
-                time.sleep(0.3)
+                mark = time.monotonic()  # each model serves some load before the next swap
+                wait_until(lambda t=mark: sum(sent > t for sent, _, _ in list(results)) >= 20, f"load before {target}")
                 point(models["current"], models[target])
                 outcomes.append(httpx.post(f"{base}/admin/reload", headers=AUTH, timeout=30).json()["status"])
         finally:
@@ -126,6 +128,20 @@ def _slow_request(port: int, body: bytes, pause: threading.Event, out: list) -> 
     out.append(reply.split(b"\r\n", 1)[0].decode())
 
 
+def _server_sockets(pid: int, port: int) -> list:
+    """The inet sockets of the process `pid` (and its children) on local port `port`."""
+    procs = [psutil.Process(pid), *psutil.Process(pid).children(recursive=True)]
+    return [c for p in procs for c in p.net_connections("inet") if c.laddr and c.laddr.port == port]
+
+
+def _established(pid: int, port: int) -> int:
+    return sum(c.status == psutil.CONN_ESTABLISHED for c in _server_sockets(pid, port))
+
+
+def _listening(pid: int, port: int) -> bool:
+    return any(c.status == psutil.CONN_LISTEN for c in _server_sockets(pid, port))
+
+
 def test_sigterm_finishes_requests_in_flight_and_exits_0(tmp_path, service_model_dir, mnist_splits):
     port, log_path = free_port(), tmp_path / "serve.log"
     proc = start_serve({"OCR_MODEL_PATH": str(service_model_dir), "OCR_FEEDBACK_DB": str(tmp_path / "f.db")},
@@ -138,11 +154,10 @@ def test_sigterm_finishes_requests_in_flight_and_exits_0(tmp_path, service_model
         clients = [threading.Thread(target=_slow_request, args=(port, body, release, out)) for out in outs]
         for c in clients:
             c.start()
-        while not all(outs):
-            time.sleep(0.01)
-        time.sleep(0.2)
+        wait_until(lambda: all(outs), "4 requests half sent")
+        wait_until(lambda: _established(proc.pid, port) >= 4, "4 connections accepted by the server")
         proc.send_signal(signal.SIGTERM)
-        time.sleep(0.5)
+        wait_until(lambda: not _listening(proc.pid, port), "the listening socket closed after SIGTERM")
         with pytest.raises(httpx.ConnectError):  # no longer accepting
             httpx.post(f"{base}/predict", json={"pixels": mnist_splits.test_x[0].tolist()}, timeout=5)
         release.set()
@@ -173,11 +188,12 @@ def test_clients_leaving_mid_upload_cost_no_traceback_and_the_service_stays_up(t
         for path, payload, kind in (("/predict", body, ctype), ("/read", body, ctype),
                                     ("/predict", b'{"pixels": [[0, 0', "application/json")):
             for _ in range(3):
+                series = f'ocr_requests_total{{endpoint="{path}",method="POST",status="499"}}'
+                before = metric(base, series)
                 with socket.create_connection(("127.0.0.1", port), timeout=5) as sock:
                     sock.sendall(f"POST {path} HTTP/1.1\r\nHost: x\r\nContent-Type: {kind}\r\n"
                                  f"Content-Length: {len(payload) + 1000}\r\n\r\n".encode() + payload[: len(payload) // 2])
-                    time.sleep(0.05)
-        time.sleep(0.5)
+                wait_until(lambda s=series, b=before: metric(base, s) > b, f"{path}: the client's leaving counted")
         ok = httpx.post(f"{base}/predict", files={"file": ("d.png", _png(255 - mnist_splits.test_x[0]), "image/png")})
         metrics = httpx.get(f"{base}/metrics").text
     text = log_path.read_text()

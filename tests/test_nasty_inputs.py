@@ -13,7 +13,7 @@ import numpy as np
 import pytest
 from image_files import encode, png, png_header_only
 from PIL import Image
-from test_api import assert_error, make_client
+from service_client import assert_error, make_client
 
 pytestmark = pytest.mark.api
 

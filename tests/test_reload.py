@@ -3,79 +3,17 @@
 from __future__ import annotations
 
 import json
-import os
-import shutil
 import threading
 import time
 from pathlib import Path
 
 import httpx
-import numpy as np
-import pytest
-from live_server import free_port, live_server
-from service_model import copy_model
+from live_server import free_port, hammer, live_server, metric, wait_until
+from service_client import AUTH, TOKEN
+from service_model import point
 
 from app.model_store import ModelStore
 from app.settings import Settings
-
-TOKEN = "reload-token"
-AUTH = {"Authorization": f"Bearer {TOKEN}"}
-
-
-def point(link: Path, target: Path) -> None:
-    """Atomically repoint the symlink `link` at `target` (how a deployment switches model folders)."""
-    tmp = link.with_name(link.name + ".tmp")
-    tmp.unlink(missing_ok=True)
-    tmp.symlink_to(target)
-    os.replace(tmp, link)
-
-
-def nan_model(dest: Path, spec_from: Path) -> Path:
-    """A valid ONNX graph whose logits are NaN: it loads, and must fail the smoke test."""
-    import onnx
-    from onnx import TensorProto, helper, numpy_helper
-
-    weights = numpy_helper.from_array(np.full((784, 10), np.nan, np.float32), "W")
-    shape = numpy_helper.from_array(np.array([-1, 784], np.int64), "shape")
-    graph = helper.make_graph(
-        [helper.make_node("Reshape", ["input", "shape"], ["flat"]), helper.make_node("MatMul", ["flat", "W"], ["logits"])],
-        "nan", [helper.make_tensor_value_info("input", TensorProto.FLOAT, ["N", 1, 28, 28])],
-        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["N", 10])], [weights, shape])
-    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
-    model.ir_version = 8
-    dest.mkdir(parents=True)
-    onnx.save(model, dest / "model.onnx")
-    shutil.copy2(spec_from / "spec.json", dest / "spec.json")
-    return dest
-
-
-def corrupt_model(dest: Path, spec_from: Path) -> Path:
-    dest.mkdir(parents=True)
-    (dest / "model.onnx").write_bytes(b"this is not an onnx file" * 100)
-    shutil.copy2(spec_from / "spec.json", dest / "spec.json")
-    return dest
-
-
-@pytest.fixture()
-def models(tmp_path, service_model_dir):
-    v1 = copy_model(service_model_dir, tmp_path / "v1", "1")
-    v2 = copy_model(service_model_dir, tmp_path / "v2", "2")
-    current = tmp_path / "current"
-    current.symlink_to(v1)
-    return {"v1": v1, "v2": v2, "current": current, "nan": nan_model(tmp_path / "nan", v1),
-            "corrupt": corrupt_model(tmp_path / "corrupt", v1)}
-
-
-def hammer(base: str, pixels: list, stop: threading.Event, results: list) -> None:
-    with httpx.Client(base_url=base, timeout=30) as client:
-        while not stop.is_set():
-            sent = time.monotonic()
-            try:
-                r = client.post("/predict", json={"pixels": pixels})
-                version = r.json()["model"]["version"] if r.status_code == 200 else None
-                results.append((sent, r.status_code, version))
-            except httpx.HTTPError as exc:
-                results.append((sent, repr(exc), None))
 
 
 def test_swaps_under_concurrent_load_lose_no_request(tmp_path, models, mnist_splits):
@@ -88,18 +26,20 @@ def test_swaps_under_concurrent_load_lose_no_request(tmp_path, models, mnist_spl
         for w in workers:
             w.start()
         try:
-            time.sleep(0.5)
+            wait_until(lambda: sum(v == "1" for _, _, v in list(results)) >= 20, "20 answers from v1")
             point(models["current"], models["v2"])
             r = httpx.post(f"{base}/admin/reload", headers=AUTH, timeout=30)
             assert r.status_code == 200 and r.json()["status"] == "reloaded", r.text
             swapped_at = time.monotonic()
-            time.sleep(0.5)
             for bad in ("corrupt", "nan"):
+                mark = time.monotonic()
+                wait_until(lambda t=mark: sum(s > t for s, _, _ in list(results)) >= 20, f"20 answers before {bad}")
                 point(models["current"], models[bad])
                 r = httpx.post(f"{base}/admin/reload", headers=AUTH, timeout=30)
                 assert r.status_code == 409 and r.json()["status"] == "refused", r.text
                 assert r.json()["model"]["version"] == "2"
-                time.sleep(0.3)
+            mark = time.monotonic()
+            wait_until(lambda: sum(s > mark for s, _, _ in list(results)) >= 20, "20 answers after the refusals")
         finally:
             stop.set()
             for w in workers:
@@ -121,12 +61,10 @@ def test_interval_check_picks_up_a_new_version(tmp_path, models):
     with live_server({**env, "OCR_RELOAD_INTERVAL_S": "0.3"}, tmp_path / "server.log") as base:
         assert httpx.get(f"{base}/model").json()["version"] == "1"
         point(models["current"], models["v2"])
-        deadline = time.monotonic() + 10
-        while httpx.get(f"{base}/model").json()["version"] != "2":
-            assert time.monotonic() < deadline, "the new version was not picked up within 10 s"
-            time.sleep(0.1)
+        wait_until(lambda: httpx.get(f"{base}/model").json()["version"] == "2", "the new version picked up", 10)
         point(models["current"], models["corrupt"])
-        time.sleep(1.0)
+        wait_until(lambda: metric(base, 'ocr_model_reloads_total{result="refused"}') >= 1, "the corrupt model refused",
+                   10)
         assert httpx.get(f"{base}/health").json()["model"]["version"] == "2"
 
 

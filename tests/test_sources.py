@@ -7,6 +7,7 @@ import gzip
 import http.server
 import os
 import pickle
+import resource
 import shutil
 import subprocess
 import threading
@@ -77,8 +78,36 @@ def test_bad_idx_source_gives_one_line_error_and_leaves_nothing(fashion_dir, tmp
     assert res.returncode != 0
     lines = [ln for ln in res.stderr.splitlines() if ln.strip() and not ln.startswith(("INFO", "DEBUG"))]
     assert len(lines) == 1 and "source 'idx'" in lines[0] and "Traceback" not in res.stderr, res.stderr
-    assert not (raw_dir / "fashion-mnist").exists()
-    assert not any(p.name.startswith(".") and "tmp" in p.name for p in raw_dir.glob("*")) if raw_dir.exists() else True
+    assert _left_in(raw_dir) == []
+
+
+def _left_in(folder: Path) -> list[str]:
+    """Every file and folder under `folder` (hidden ones too); [] when it does not exist."""
+    return sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*")) if folder.exists() else []
+
+
+def _file_size_limit(limit_bytes: int):
+    """For subprocess' preexec_fn: writing past `limit_bytes` fails with EFBIG (Python ignores SIGXFSZ), as on a
+    full disk."""
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit_bytes, limit_bytes))
+
+    return apply
+
+
+def test_fetch_failing_mid_write_leaves_nothing_behind(fashion_dir, tmp_path):
+    """The source is good but the cache cannot be written whole (47 MB of pixels, 1 MiB allowed): the fetch fails
+    and neither the dataset folder nor a partial temporary one stays; the next fetch starts clean."""
+    raw_dir = tmp_path / "raw"
+    (raw_dir / "mnist").mkdir(parents=True)  # another dataset's cache is left alone
+    (raw_dir / "mnist" / "keep").write_bytes(b"x")
+    res = subprocess.run([*OCR, "data", "fetch", "--source", "idx", "--path", str(fashion_dir), "--dataset",
+                          "fashion-mnist", "--set", f"data.raw_dir={raw_dir}"], capture_output=True, text=True,
+                         timeout=120, preexec_fn=_file_size_limit(1 << 20))
+    assert res.returncode != 0, res.stdout
+    assert _left_in(raw_dir) == ["mnist", "mnist/keep"], res.stderr[-2000:]
+    again = _run_fetch("--source", "idx", "--path", str(fashion_dir), "--dataset", "fashion-mnist", raw_dir=raw_dir)
+    assert again.returncode == 0 and "fetched from 'idx'" in again.stdout, again.stderr
 
 
 def test_corrupted_cache_is_detected_and_fetched_again(fashion_dir, tmp_path):

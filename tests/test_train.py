@@ -146,6 +146,7 @@ def test_bad_input_is_rejected_before_any_run(cli, tracking_uri, tmp_path, args,
 def test_cli_trains_and_writes_dvc_outputs(cli, tracking_uri, tmp_path, prepared_data):
     metrics_path, plots_path = tmp_path / "metrics" / "svm.json", tmp_path / "plots" / "svm.csv"
     result = cli("train", "--model", "svm", "--set", "models.svm.max_train_samples=400",
+                 "--set", f"data.processed_dir={prepared_data.processed_dir}",
                  "--overrides", "models.evaluation.latency_runs=10 models.evaluation.train_eval_samples=200",
                  "--metrics-out", str(metrics_path), "--plots-out", str(plots_path))
     assert result.exit_code == 0, result.output
