@@ -80,7 +80,7 @@ def smoke_test(model: LoadedModel) -> None:
 
 def load_model_dir(folder: Path, *, threads: int, source: str, alias: str | None = None) -> LoadedModel:
     """Load and smoke-test the model in `folder` (model.onnx + spec.json); `ModelLoadError` if unusable."""
-    from cnn_ocr.quantize import make_session
+    from cnn_ocr.onnx_session import make_session
 
     folder = Path(folder)
     try:

@@ -49,7 +49,7 @@ def _torch_model(family: str, params: Any) -> tuple[Any, str]:
 
 
 def _ort_runs(onnx_path: Path, x1: np.ndarray, xb: np.ndarray, cfg: dict[str, Any]) -> dict[str, Any]:
-    from cnn_ocr.quantize import make_session
+    from cnn_ocr.onnx_session import make_session
 
     out = {}
     for label, threads in (("onnxruntime", 0), ("onnxruntime_1_thread", 1)):
@@ -59,7 +59,7 @@ def _ort_runs(onnx_path: Path, x1: np.ndarray, xb: np.ndarray, cfg: dict[str, An
 
 
 def _accuracy(onnx_path: Path, x: np.ndarray, y: np.ndarray) -> float:
-    from cnn_ocr.quantize import make_session
+    from cnn_ocr.onnx_session import make_session
 
     sess = make_session(onnx_path)
     logits = np.concatenate([sess.run(None, {"input": x[i : i + 1024]})[0] for i in range(0, len(x), 1024)])

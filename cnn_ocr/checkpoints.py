@@ -17,8 +17,8 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
+from cnn_ocr.project import project_root
 from cnn_ocr.tracking.reading import download_artifacts
-from cnn_ocr.tracking.store import project_root
 from cnn_ocr.tracking.writing import log_artifact, set_tags
 
 log = logging.getLogger(__name__)

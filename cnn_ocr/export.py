@@ -19,8 +19,8 @@ from typing import Any
 import numpy as np
 
 from cnn_ocr import families
+from cnn_ocr.atomic_files import atomic_dir
 from cnn_ocr.calibration import fit_temperature, nll
-from cnn_ocr.data.atomic import atomic_dir
 from cnn_ocr.preprocess import IMAGE_SIZE, to_model_input
 from cnn_ocr.spec import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, build_spec, graph_outputs, probabilities, write_spec
 
@@ -135,13 +135,10 @@ def _export_torch(model: Any, path: Path) -> None:
 
 
 def onnx_probabilities(onnx_path: Path, images: np.ndarray, temperature: float) -> np.ndarray:
-    """Probabilities from ONNX Runtime exactly as a server computes them from the spec."""
-    import onnxruntime as ort
+    """Probabilities from ONNX Runtime exactly as a server computes them: its session, the spec's softmax."""
+    from cnn_ocr.onnx_session import make_session
 
-    opts = ort.SessionOptions()
-    opts.log_severity_level = 3
-    sess = ort.InferenceSession(str(onnx_path), opts, providers=["CPUExecutionProvider"])
-    return probabilities(graph_outputs(sess, images, batch=_BATCH), temperature)
+    return probabilities(graph_outputs(make_session(onnx_path), images, batch=_BATCH), temperature)
 
 
 def check_parity(

@@ -16,7 +16,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from cnn_ocr.data.atomic import atomic_dir, atomic_write_bytes
+from cnn_ocr.atomic_files import atomic_dir, atomic_write_bytes
 from cnn_ocr.spec import ONNX_FILE, SPEC_FILE, is_model_folder
 
 POINTER_SUFFIX = ".alias.json"

@@ -1,4 +1,4 @@
-"""ONNX Runtime speed: tuned inference sessions and int8 quantization of an exported CNN.
+"""Int8 quantization of an exported CNN (ONNX Runtime's static QDQ quantizer).
 
 The int8 graph is a static, per-channel QDQ quantization calibrated on real (normalized) images; it keeps
 the exported model's contract ("input" float32 (N, 1, 28, 28) -> "logits" float32 (N, 10)).
@@ -7,37 +7,12 @@ the exported model's contract ("input" float32 (N, 1, 28, 28) -> "logits" float3
 from __future__ import annotations
 
 import logging
-import os
 import tempfile
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
 log = logging.getLogger(__name__)
-
-
-def session_options(threads: int = 0) -> Any:
-    """Session options for low-latency CPU inference: full graph optimization, sequential execution,
-    `threads` intra-op threads (0 = every core this process may use), no inter-op pool, no spinning."""
-    import onnxruntime as ort
-
-    opts = ort.SessionOptions()
-    opts.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
-    opts.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-    opts.intra_op_num_threads = threads or len(os.sched_getaffinity(0))
-    opts.inter_op_num_threads = 1
-    opts.log_severity_level = 3
-    # Spinning threads burn the other core between requests; in a server that is the other worker's core.
-    opts.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    return opts
-
-
-def make_session(onnx_path: Path, threads: int = 0) -> Any:
-    """An ONNX Runtime CPU session with `session_options(threads)`."""
-    import onnxruntime as ort
-
-    return ort.InferenceSession(str(onnx_path), session_options(threads), providers=["CPUExecutionProvider"])
 
 
 class _Calibration:

@@ -20,7 +20,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-from cnn_ocr.data.atomic import atomic_dir
+from cnn_ocr.atomic_files import atomic_dir
 from cnn_ocr.tracking import store
 from cnn_ocr.tracking.reading import download_artifacts
 from cnn_ocr.tracking.store import MODEL_ARTIFACT, StoreError

@@ -17,8 +17,8 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+from cnn_ocr.atomic_files import atomic_dir, atomic_write_bytes
 from cnn_ocr.config import Params
-from cnn_ocr.data.atomic import atomic_dir, atomic_write_bytes
 from cnn_ocr.registry import ModelVersionInfo
 from cnn_ocr.report_sections import render
 from cnn_ocr.tracking.reading import RunRecord, download_artifacts, get_run

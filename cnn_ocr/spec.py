@@ -27,8 +27,8 @@ from typing import Any
 
 import numpy as np
 
+from cnn_ocr.atomic_files import atomic_write_bytes
 from cnn_ocr.calibration import softmax
-from cnn_ocr.data.atomic import atomic_write_bytes
 from cnn_ocr.preprocess import IMAGE_SIZE, MNIST_MEAN, MNIST_STD, preprocessing_spec, to_model_input
 
 ONNX_FILE = "model.onnx"

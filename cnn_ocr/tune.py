@@ -28,10 +28,11 @@ import yaml
 from pydantic import ValidationError
 
 from cnn_ocr import families
+from cnn_ocr.atomic_files import atomic_write_bytes
 from cnn_ocr.config import ConfigError, Params, SearchDim, TuneParams
-from cnn_ocr.data.atomic import atomic_write_bytes
 from cnn_ocr.database import sqlalchemy_url
 from cnn_ocr.families import FAMILIES
+from cnn_ocr.project import project_root
 from cnn_ocr.tracking.git import git_tags
 from cnn_ocr.tracking.reading import search_runs
 from cnn_ocr.tracking.runs import tracked_run
@@ -68,7 +69,7 @@ class TuneResult:
 
 def default_storage() -> str:
     """The local study store: a sqlite file at the project root."""
-    return f"sqlite:///{Path.cwd().resolve() / STORAGE_FILE}"
+    return f"sqlite:///{project_root() / STORAGE_FILE}"
 
 
 def redact(url: str) -> str:

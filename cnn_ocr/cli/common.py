@@ -80,7 +80,7 @@ def write_metrics(path: Path, metrics: dict[str, float]) -> None:
     """A run's final metrics as JSON (a DVC metrics file): counts as integers, the rest to 6 decimals."""
     import json
 
-    from cnn_ocr.data.atomic import atomic_write_bytes
+    from cnn_ocr.atomic_files import atomic_write_bytes
 
     payload = {k: int(v) if k in INT_METRICS else round(float(v), 6) for k, v in metrics.items()}
     atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())

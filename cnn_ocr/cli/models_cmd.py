@@ -53,7 +53,7 @@ def select(
     """Pick the best run (test accuracy, then overfitting gap, within the latency budget) and promote it."""
     import json
 
-    from cnn_ocr.data.atomic import atomic_write_bytes
+    from cnn_ocr.atomic_files import atomic_write_bytes
     from cnn_ocr.select import production_summary, select_production
 
     setup_logging()

@@ -63,7 +63,7 @@ class _LiveProgress:
 
 
 def _write_outputs(result: Any, metrics_out: Path | None, plots_out: Path | None) -> None:
-    from cnn_ocr.data.atomic import atomic_write_bytes
+    from cnn_ocr.atomic_files import atomic_write_bytes
 
     if metrics_out is not None:
         write_metrics(metrics_out, result.metrics)

@@ -14,8 +14,8 @@ from pathlib import Path
 
 import numpy as np
 
+from cnn_ocr.atomic_files import atomic_dir
 from cnn_ocr.config import DataParams
-from cnn_ocr.data.atomic import atomic_dir
 from cnn_ocr.data.augment import augment_images
 from cnn_ocr.data.layout import META, VERSIONS, version_dir
 from cnn_ocr.data.raw_store import MANIFEST, load_raw, save_npy_set, verify_folder, write_json

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import numpy as np
 
-from cnn_ocr.data.atomic import atomic_dir
+from cnn_ocr.atomic_files import atomic_dir
 from cnn_ocr.data.sources import RawArrays, SourceError, from_idx_folder, from_mirrors, from_pypi_wheel
 
 log = logging.getLogger(__name__)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import subprocess
 
-from cnn_ocr.tracking.store import project_root
+from cnn_ocr.project import project_root
 
 # Tracked files that the pipeline and the benchmarks write themselves (DVC metrics, plots, lock file, the
 # generated report, tuning results, benchmark results): changes there do not make a run's code differ.

@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from cnn_ocr.families import BASELINE_EXPERIMENT, FAMILY_EXPERIMENTS, IMPROVED_EXPERIMENT  # noqa: F401 (re-read here)
+from cnn_ocr.project import project_root
 
 log = logging.getLogger(__name__)
 
@@ -35,11 +36,6 @@ _OFFLINE: dict[str, str | None] = {"for": None}
 
 class StoreError(RuntimeError):
     """A tracking-store request that cannot be served (e.g. an unknown run); the message says what to do."""
-
-
-def project_root() -> Path:
-    """The project folder: commands run from it, like every relative path in params.yaml."""
-    return Path.cwd().resolve()
 
 
 def default_tracking_uri() -> str:
