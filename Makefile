@@ -20,8 +20,9 @@ $(STAMP): pyproject.toml requirements.lock
 
 install: $(STAMP)
 
-# Debian packages used by the tests: Chromium (browser test), Fashion-MNIST IDX files (IDX reader test), wrk (load).
-SYSTEM_PACKAGES := chromium dataset-fashion-mnist wrk
+# Debian packages used by the tests: Chromium (browser test), Fashion-MNIST IDX files (IDX reader test, held-out
+# non-digits), wrk (load), Hershey fonts (negatives), handwriting and Font Awesome fonts (held-out non-digits).
+SYSTEM_PACKAGES := chromium dataset-fashion-mnist wrk hershey-fonts-data fonts-dkg-handwriting fonts-font-awesome
 system-deps:
 	@missing=$$(for p in $(SYSTEM_PACKAGES); do dpkg -s $$p >/dev/null 2>&1 || echo $$p; done); \
 	if [ -n "$$missing" ]; then \
