@@ -46,7 +46,9 @@ class Negatives:
 
 
 @dataclass(frozen=True)
-class _Sources:
+class Sources:
+    """What the digit-based and glyph families draw from: MNIST training digits and Hershey glyphs."""
+
     digits: np.ndarray
     letters: list[Glyph]
     symbols: list[Glyph]
@@ -69,12 +71,12 @@ def _digit_canvas(digit: np.ndarray, rng: np.random.Generator, side: int) -> np.
     return out
 
 
-def _overlapping(src: _Sources, rng: np.random.Generator, side: int) -> np.ndarray:
+def _overlapping(src: Sources, rng: np.random.Generator, side: int) -> np.ndarray:
     picks = rng.choice(len(src.digits), int(rng.integers(2, 5)), replace=False)
     return np.max([_digit_canvas(src.digits[i], rng, side) for i in picks], axis=0)
 
 
-def _corrupted(src: _Sources, rng: np.random.Generator, side: int) -> np.ndarray:
+def _corrupted(src: Sources, rng: np.random.Generator, side: int) -> np.ndarray:
     digit = src.digits[rng.integers(len(src.digits))].astype(np.float32)
     how = rng.integers(3)
     if how == 0:  # shuffled tiles
@@ -91,7 +93,7 @@ def _corrupted(src: _Sources, rng: np.random.Generator, side: int) -> np.ndarray
     return _digit_canvas(digit.astype(np.uint8), rng, side)
 
 
-def _one(family: str, src: _Sources, rng: np.random.Generator, p: NegativesParams) -> np.ndarray:
+def _one(family: str, src: Sources, rng: np.random.Generator, p: NegativesParams) -> np.ndarray:
     """One drawing of `family`, as the grey image a user would send."""
     look = pick_look(rng, p.dark_on_light, p.photo)
     side, width = p.canvas_px, (p.pen_width[0], p.pen_width[1])
@@ -104,7 +106,7 @@ def _one(family: str, src: _Sources, rng: np.random.Generator, p: NegativesParam
     return render(shapes.PAINTERS[family], rng, side, width, look)
 
 
-def generate(family: str, count: int, seed: int, p: NegativesParams, src: _Sources) -> np.ndarray:
+def generate(family: str, count: int, seed: int, p: NegativesParams, src: Sources) -> np.ndarray:
     """`count` model inputs of one family, from `seed` (deterministic)."""
     rng = np.random.default_rng([seed, FAMILIES.index(family)])
     out: list[np.ndarray] = []
@@ -122,7 +124,7 @@ def generate(family: str, count: int, seed: int, p: NegativesParams, src: _Sourc
 def build(p: NegativesParams, digits: np.ndarray, hershey_dir: Path | None = None) -> dict[str, Negatives]:
     """Both splits: {'train': ..., 'val': ...} from MNIST training digits `digits` (uint8, N x 28 x 28)."""
     kw = {} if hershey_dir is None else {"folder": hershey_dir}
-    src = _Sources(digits, letter_glyphs(**kw), symbol_glyphs(**kw))
+    src = Sources(digits, letter_glyphs(**kw), symbol_glyphs(**kw))
     out = {}
     for i, (split, count) in enumerate((("train", p.train_per_family), ("val", p.val_per_family))):
         xs = [generate(f, count, p.seed * 2 + i, p, src) for f in FAMILIES]
