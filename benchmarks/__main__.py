@@ -1,4 +1,4 @@
-"""`python -m benchmarks {training,inference,service,mainjob,all} [--smoke] [--out DIR] [--no-readme]`."""
+"""`python -m benchmarks {training,inference,service,mainjob,ood,all} [--smoke] [--out DIR] [--no-readme]`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-NAMES = ("training", "inference", "service", "mainjob")
+NAMES = ("training", "inference", "service", "mainjob", "ood")
 
 
 def main(argv: list[str] | None = None) -> int:
