@@ -193,3 +193,33 @@ def test_training_run_logs_detector_figures(project_params, tiny_overrides, trac
     assert 0.0 <= run.data.metrics["ood_mnist_test_refused"] <= 1.0
     artifacts = {a.path for a in mlflow.artifacts.list_artifacts(run_id=result.run_id, artifact_path="plots")}
     assert "plots/reliability.png" in artifacts
+
+
+@pytest.mark.parametrize("name", ["msp", "energy", "mahalanobis"])
+def test_exported_graph_carries_the_score_and_the_spec_its_threshold(oe_model, tiny_splits, tmp_path, name):
+    import onnxruntime as ort
+
+    from cnn_ocr.export import export_model
+    from cnn_ocr.ood.graph import Detector, onnx_scores
+    from cnn_ocr.ood.report import model_outputs
+    from cnn_ocr.ood.scores import Mahalanobis
+    from cnn_ocr.spec import ONNX_FILE, read_spec
+
+    model, negs = oe_model
+    train = model_outputs(model, tiny_splits.train_x)
+    maha = Mahalanobis.fit(train.features, tiny_splits.train_y)
+    numpy_score = {"msp": lambda o: msp(o.logits), "energy": lambda o: energy(o.logits),
+                   "mahalanobis": lambda o: maha.score(o.features)}[name]
+    threshold = metrics.fit_threshold(numpy_score(model_outputs(model, tiny_splits.val_x)), 0.05)
+    detector = Detector(name, threshold, mahalanobis=maha if name == "mahalanobis" else None)
+    images = np.concatenate([tiny_splits.test_x[:100], negs["val"].x[:50]])
+    export_model(model, "base_cnn", val=(tiny_splits.val_x, tiny_splits.val_y), test_images=images,
+                 dest=tmp_path / "m", model_block={"name": "t"}, detector=detector)
+    spec = read_spec(tmp_path / "m")
+    assert spec.ood is not None and (spec.ood.detector, spec.ood.threshold) == (name, pytest.approx(threshold))
+    session = ort.InferenceSession(str(tmp_path / "m" / ONNX_FILE), providers=["CPUExecutionProvider"])
+    spec.check_session(session)
+    ours = spec.ood_scores(session, images)
+    assert np.allclose(ours, onnx_scores(tmp_path / "m" / ONNX_FILE, images))
+    expected = numpy_score(model_outputs(model, images))
+    assert np.allclose(ours, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
