@@ -180,7 +180,7 @@ def log_outputs(model: Any, family: str, params: Params, splits: Splits, fit: Fi
     tracking.log_text(evaluate.per_digit_csv(rows), "per_digit_metrics.csv")
     tracking.log_dict({"confusion_matrix": cm.tolist(), "per_digit": rows}, "evaluation.json")
     tracking.log_dict({"history": fit.history, "best_epoch": fit.best_epoch}, "history.json")
-    if is_torch(family):  # not-a-digit detectors side by side (cnn_ocr/ood/)
+    if family in families.TORCH_FAMILIES:  # not-a-digit detectors side by side (cnn_ocr/ood/); not the ensemble
         from cnn_ocr.ood.run import log_detectors
 
         log_detectors(model, params, splits, metrics["temperature"], family_params(params, family))
