@@ -209,9 +209,12 @@ def export_model(
         parity = check_parity(onnx_path, model, family, test_images, temperature, tolerance)
         ood = None
         if detector is not None:
-            from cnn_ocr.ood.graph import check_score_parity
+            from cnn_ocr.ood.graph import score_parity
 
-            check_score_parity(onnx_path, model, detector, test_images, tolerance)
+            worst = score_parity(onnx_path, model, detector, test_images)
+            if worst > tolerance:
+                raise ExportError(f"ONNX parity failed for the {detector.name} score on {len(test_images)} images: "
+                                  f"relative difference {worst:.2e} (tolerance {tolerance:.0e})")
             ood = OodBlock(detector.name, detector.threshold, OOD_OUTPUT_NAME)
         write_spec(tmp, build_spec(temperature, {**model_block, "family": family}, ood))
     return ExportResult(Path(dest), temperature, parity, before, after)

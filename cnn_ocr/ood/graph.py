@@ -82,14 +82,7 @@ def onnx_scores(onnx_path: Any, images: np.ndarray) -> np.ndarray:
     return graph_outputs(sess, images, output_name=OOD_OUTPUT_NAME)
 
 
-def check_score_parity(onnx_path: Any, model: Any, detector: Detector, images: np.ndarray,
-                       tolerance: float = 1e-4) -> float:
-    """Largest relative |score_onnx - score_torch| over `images`; `ExportError` above `tolerance`."""
-    from cnn_ocr.export import ExportError
-
+def score_parity(onnx_path: Any, model: Any, detector: Detector, images: np.ndarray) -> float:
+    """Largest relative |score_onnx - score_torch| over `images` (relative to max(1, |score_torch|))."""
     ours, theirs = onnx_scores(onnx_path, images), torch_scores(model, detector, images)
-    worst = float((np.abs(ours - theirs) / np.maximum(1.0, np.abs(theirs))).max())
-    if worst > tolerance:
-        raise ExportError(f"ONNX parity failed for the {detector.name} score on {len(images)} images: relative "
-                          f"difference {worst:.2e} (tolerance {tolerance:.0e})")
-    return worst
+    return float((np.abs(ours - theirs) / np.maximum(1.0, np.abs(theirs))).max())
