@@ -98,17 +98,19 @@ def run(smoke: bool = False, out_dir: Path = RESULTS_DIR) -> Path:
     """Train both models, score every detector, write `<out_dir>/ood.json`."""
     from cnn_ocr.config import load_params
     from cnn_ocr.data import ensure_prepared, load_version
-    from cnn_ocr.data.negatives import ensure_negatives
+    from cnn_ocr.data.negatives import build, ensure_negatives
     from cnn_ocr.ood.run import heldout_families
 
     settings = dict(SMOKE if smoke else FULL)
     params = load_params()
-    if smoke:
-        params = params.model_copy(update={"negatives": params.negatives.model_copy(
-            update={"version": "negatives-v0", "train_per_family": 40, "val_per_family": 20})})
     ensure_prepared(params.data)
     splits = load_version("v2.0", params.data)
-    negs = ensure_negatives(params.negatives, params.data)
+    if smoke:  # a few negatives in memory: a smoke run writes nothing under data/
+        params = params.model_copy(update={"negatives": params.negatives.model_copy(
+            update={"version": "negatives-v0", "train_per_family": 40, "val_per_family": 20})})
+        negs = build(params.negatives, splits.train_x)
+    else:
+        negs = ensure_negatives(params.negatives, params.data)
     heldout = heldout_families(settings["heldout_samples"], params.seed)
     oe = getattr(params.models, settings["family"]).outlier_exposure
     settings.update({"negatives_version": params.negatives.version, "negatives_train": len(negs["train"].x),

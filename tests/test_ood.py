@@ -223,3 +223,17 @@ def test_exported_graph_carries_the_score_and_the_spec_its_threshold(oe_model, t
     assert np.allclose(ours, onnx_scores(tmp_path / "m" / ONNX_FILE, images))
     expected = numpy_score(model_outputs(model, images))
     assert np.allclose(ours, expected, rtol=1e-4, atol=1e-4 * max(1.0, float(np.abs(expected).max())))
+
+
+def test_ood_benchmark_smoke(mnist_splits, tmp_path):
+    import json
+
+    from benchmarks import __main__ as bench_cli
+
+    assert bench_cli.main(["ood", "--smoke", "--out", str(tmp_path)]) == 0
+    data = json.loads((tmp_path / "ood.json").read_text())
+    assert data["mode"] == "smoke" and set(data["figures"]["models"]) == {"plain", "outlier_exposure"}
+    for model in data["figures"]["models"].values():
+        assert set(model["detectors"]) == {"msp", "energy", "mahalanobis"}
+        assert 0.0 <= model["detectors"]["energy"]["mnist_test_refused"] <= 1.0
+    assert data["figures"]["best"]["detector"] in {"msp", "energy", "mahalanobis"} and len(data["targets"]) == 6
