@@ -85,13 +85,16 @@ def _best(models: dict[str, dict]) -> tuple[str, str, dict]:
 
 
 def _targets(best: dict) -> list[dict]:
+    """The issue's targets, in percent, for the best model and detector."""
     note = "small benchmark model (see settings); the targets are for the full-size production model"
-    return [target("MNIST test digits refused", best["mnist_test_refused"], TARGETS["mnist_test_refused"], "share", False, note),
-            *(target(f"{f} refused", best[f"refused_{f}"], TARGETS[f], "share", True, note)
-              for f in ("fashion", "handwriting", "pictograms")),
-            target("drawn scribbles and shapes refused", best["refused_scribbles_shapes"], TARGETS["scribbles_shapes"],
-                   "share", True, note),
-            target("ECE of accepted answers", best["ece_accepted"], TARGETS["ece_accepted"], "fraction", False, note)]
+
+    def pct(name: str, key: str, limit_key: str, higher: bool) -> dict:
+        return target(name, round(100 * best[key], 3), 100 * TARGETS[limit_key], "%", higher, note)
+
+    return [pct("MNIST test digits refused", "mnist_test_refused", "mnist_test_refused", False),
+            *(pct(f"{f} refused", f"refused_{f}", f, True) for f in ("fashion", "handwriting", "pictograms")),
+            pct("drawn scribbles and shapes refused", "refused_scribbles_shapes", "scribbles_shapes", True),
+            pct("ECE of accepted answers", "ece_accepted", "ece_accepted", False)]
 
 
 def run(smoke: bool = False, out_dir: Path = RESULTS_DIR) -> Path:
