@@ -151,6 +151,30 @@ class ExportParams(Strict):
     production_dir: Path  # where `ocr export --alias production` writes
 
 
+class NegativesParams(Strict):
+    """`negatives`: the generated not-a-digit drawings (`cnn_ocr/data/negatives.py`), a data version of their own."""
+
+    version: str = Field(pattern=r"^negatives-v\d+$")
+    source_version: str = Field(pattern=r"^v\d+\.\d+$")  # its training digits feed the digit-based families
+    seed: int
+    canvas_px: int = Field(ge=56, le=1024)
+    pen_width: list[float] = Field(min_length=2, max_length=2)  # share of the canvas side, [low, high]
+    dark_on_light: float = Field(ge=0, le=1)
+    photo: float = Field(ge=0, le=1)
+    train_per_family: int = Field(ge=1)
+    val_per_family: int = Field(ge=1)
+
+
+class OodParams(Strict):
+    """`ood`: not-a-digit detection, scored for every CNN run (`cnn_ocr/ood/`)."""
+
+    detector: Literal["msp", "energy", "mahalanobis"]  # the score shipped with a model
+    energy_temperature: float = Field(gt=0)
+    max_digit_refusal: float = Field(gt=0, lt=0.5)  # the threshold refuses at most this share of validation digits
+    heldout_samples: int = Field(ge=10)  # images per held-out family scored for a run
+    ece_bins: int = Field(ge=2, le=100)
+
+
 class Params(Strict):
     seed: int
     device: Literal["auto", "cpu", "cuda"]
@@ -160,6 +184,8 @@ class Params(Strict):
     ensemble: EnsembleParams
     select: SelectParams
     export: ExportParams
+    negatives: NegativesParams
+    ood: OodParams
     profile: str | None  # name of a `profiles` entry applied under the explicit overrides
     profiles: dict[str, dict[str, Any]]  # name -> {dotted.key: value}, e.g. the `fast` training profile
 

@@ -22,7 +22,17 @@ from cnn_ocr import families
 from cnn_ocr.atomic_files import atomic_dir
 from cnn_ocr.calibration import fit_temperature, nll
 from cnn_ocr.preprocess import IMAGE_SIZE, to_model_input
-from cnn_ocr.spec import INPUT_NAME, ONNX_FILE, OUTPUT_NAME, build_spec, graph_outputs, probabilities, write_spec
+from cnn_ocr.spec import (
+    INPUT_NAME,
+    ONNX_FILE,
+    OOD_OUTPUT_NAME,
+    OUTPUT_NAME,
+    OodBlock,
+    build_spec,
+    graph_outputs,
+    probabilities,
+    write_spec,
+)
 
 log = logging.getLogger(__name__)
 
@@ -91,11 +101,12 @@ def _cpu_eval_copy(model: Any) -> Any:
     return copy.deepcopy(model).to("cpu").eval()
 
 
-def export_onnx(model: Any, family: str, path: Path) -> Path:
-    """Write the model as one ONNX file (opset 17, dynamic batch axis, "input" -> "logits")."""
+def export_onnx(model: Any, family: str, path: Path, detector: Any = None) -> Path:
+    """Write the model as one ONNX file (opset 17, dynamic batch axis, "input" -> "logits"); with a
+    `cnn_ocr.ood.graph.Detector` (CNNs), the graph also outputs its not-a-digit score ("ood_score")."""
     path = Path(path)
     if family in CNN_FAMILIES:
-        _export_torch(model, path)
+        _export_torch(model, path, detector)
     elif family in SKLEARN_FAMILIES:
         from cnn_ocr.export_sklearn import sklearn_to_onnx
 
@@ -112,10 +123,15 @@ def export_onnx(model: Any, family: str, path: Path) -> Path:
     return path
 
 
-def _export_torch(model: Any, path: Path) -> None:
+def _export_torch(model: Any, path: Path, detector: Any = None) -> None:
     import torch
 
     net = _cpu_eval_copy(model)
+    outputs = [OUTPUT_NAME]
+    if detector is not None:
+        from cnn_ocr.ood.graph import scored_net
+
+        net, outputs = scored_net(net, detector), [OUTPUT_NAME, OOD_OUTPUT_NAME]
     dummy = torch.zeros(2, 1, IMAGE_SIZE, IMAGE_SIZE, dtype=torch.float32)
     with warnings.catch_warnings():
         # The TorchScript exporter is chosen on purpose: it writes one self-contained file and needs no onnxscript.
@@ -125,8 +141,8 @@ def _export_torch(model: Any, path: Path) -> None:
             (dummy,),
             str(path),
             input_names=[INPUT_NAME],
-            output_names=[OUTPUT_NAME],
-            dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}},
+            output_names=outputs,
+            dynamic_axes={name: {0: "batch"} for name in (INPUT_NAME, *outputs)},
             opset_version=OPSET,
             dynamo=False,
         )
@@ -172,8 +188,12 @@ def export_model(
     dest: Path,
     model_block: dict[str, Any],
     tolerance: float = 1e-4,
+    detector: Any = None,
 ) -> ExportResult:
-    """Export, calibrate (CNNs) and parity-check a model; `dest` holds model.onnx + spec.json only on success."""
+    """Export, calibrate (CNNs) and parity-check a model; `dest` holds model.onnx + spec.json only on success.
+
+    With a `cnn_ocr.ood.graph.Detector` the graph also outputs the not-a-digit score, checked against PyTorch's,
+    and the spec records the detector, its threshold and the output's name."""
     val_x, val_y = val
     val_logits = framework_logits(model, family, val_x)
     before = nll(val_logits, val_y)
@@ -181,7 +201,16 @@ def export_model(
     after = nll(val_logits, val_y, temperature)
     log.info("temperature %.4f (validation NLL %.4f -> %.4f)", temperature, before, after)
     with atomic_dir(Path(dest)) as tmp:
-        onnx_path = export_onnx(model, family, tmp / ONNX_FILE)
+        onnx_path = export_onnx(model, family, tmp / ONNX_FILE, detector)
         parity = check_parity(onnx_path, model, family, test_images, temperature, tolerance)
-        write_spec(tmp, build_spec(temperature, {**model_block, "family": family}))
+        ood = None
+        if detector is not None:
+            from cnn_ocr.ood.graph import score_parity
+
+            worst = score_parity(onnx_path, model, detector, test_images)
+            if worst > tolerance:
+                raise ExportError(f"ONNX parity failed for the {detector.name} score on {len(test_images)} images: "
+                                  f"relative difference {worst:.2e} (tolerance {tolerance:.0e})")
+            ood = OodBlock(detector.name, detector.threshold, OOD_OUTPUT_NAME)
+        write_spec(tmp, build_spec(temperature, {**model_block, "family": family}, ood))
     return ExportResult(Path(dest), temperature, parity, before, after)

@@ -37,6 +37,14 @@ class BatchAugmentParams(Strict):
     scale: float = Field(ge=0, lt=0.5)  # zoom drawn from [1 - scale, 1 + scale]
 
 
+class OutlierExposureParams(Strict):
+    """Outlier exposure: negatives in every batch pushed towards the uniform softmax (Hendrycks et al., 2019)."""
+
+    enabled: bool
+    weight: float = Field(ge=0, le=10)  # lambda: weight of the negatives' cross-entropy to the uniform distribution
+    version: str = Field(pattern=r"^negatives-v\d+$")  # the negatives data version trained on
+
+
 class TorchTrainParams(Strict):
     """Knobs shared by the CNN families: one training loop reads them."""
 
@@ -51,6 +59,7 @@ class TorchTrainParams(Strict):
     label_smoothing: float = Field(ge=0, lt=1)
     augment: BatchAugmentParams
     max_train_samples: int | None = Field(ge=10)  # stratification-free cap for quick runs
+    outlier_exposure: OutlierExposureParams
 
 
 class BaseCnnParams(TorchTrainParams):

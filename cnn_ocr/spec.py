@@ -8,7 +8,11 @@ block saying which registered version and run it came from:
 
     {"format_version": 1, "input_name": "input", "output_name": "logits", "labels": [0, ..., 9],
      "temperature": 1.37, "preprocessing": {"image_size": 28, "mean": 0.1307, "std": 0.3081, ...},
-     "model": {"name", "version", "family", "run_id", "alias", "test_accuracy", "data_version"}}
+     "model": {"name", "version", "family", "run_id", "alias", "test_accuracy", "data_version"},
+     "ood": {"detector": "energy", "threshold": 7.9, "output_name": "ood_score"}}
+
+"ood" is absent (or null) for a graph without a not-a-digit score; otherwise the graph has a second output, (N,) float32,
+and an input scoring below the threshold (fitted on validation digits) is not a digit.
 
 Export writes it (`build_spec`, `write_spec`), serving reads it (`read_spec`); both compute probabilities
 through `ModelSpec.probabilities`. A spec that cannot be served raises `SpecError` with one line saying what
@@ -36,6 +40,7 @@ SPEC_FILE = "spec.json"
 FORMAT_VERSION = 1
 INPUT_NAME = "input"
 OUTPUT_NAME = "logits"
+OOD_OUTPUT_NAME = "ood_score"
 LABELS = tuple(range(10))
 REQUIRED_KEYS = ("format_version", "input_name", "output_name", "labels", "temperature", "preprocessing")
 _REEXPORT = "export the model again (`ocr export`)"
@@ -69,6 +74,19 @@ class ModelBlock:
 
 
 @dataclass(frozen=True)
+class OodBlock:
+    """The graph's not-a-digit score: which detector computes it, its threshold and the output's name."""
+
+    detector: str
+    threshold: float
+    output_name: str = OOD_OUTPUT_NAME
+
+    def to_dict(self) -> dict[str, Any]:
+        """The "ood" object of `spec.json`."""
+        return {"detector": self.detector, "threshold": float(self.threshold), "output_name": self.output_name}
+
+
+@dataclass(frozen=True)
 class ModelSpec:
     """The contents of `spec.json`: how to run the graph and turn its outputs into probabilities."""
 
@@ -79,10 +97,11 @@ class ModelSpec:
     output_name: str = OUTPUT_NAME
     labels: tuple[int, ...] = LABELS
     format_version: int = FORMAT_VERSION
+    ood: OodBlock | None = None
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to `spec.json`."""
-        return {
+        out = {
             "format_version": self.format_version,
             "input_name": self.input_name,
             "output_name": self.output_name,
@@ -91,6 +110,9 @@ class ModelSpec:
             "preprocessing": dict(self.preprocessing),
             "model": self.model.to_dict(),
         }
+        if self.ood is not None:
+            out["ood"] = self.ood.to_dict()
+        return out
 
     @classmethod
     def from_dict(cls, data: Any, where: str = SPEC_FILE) -> ModelSpec:
@@ -114,6 +136,7 @@ class ModelSpec:
             preprocessing=_preprocessing(data["preprocessing"], where),
             input_name=data["input_name"],
             output_name=data["output_name"],
+            ood=_ood_block(data.get("ood"), where),
         )
 
     def with_model(self, **changes: Any) -> ModelSpec:
@@ -128,11 +151,18 @@ class ModelSpec:
         """uint8 images (N, 28, 28) -> float64 (N, 10) probabilities from an ONNX Runtime session of the graph."""
         return self.probabilities(graph_outputs(session, images, self.input_name, self.output_name))
 
+    def ood_scores(self, session: Any, images: np.ndarray) -> np.ndarray:
+        """uint8 images (N, 28, 28) -> the graph's not-a-digit scores (N,); SpecError when it has none."""
+        if self.ood is None:
+            raise SpecError(f"this model has no not-a-digit score; {_REEXPORT} with a detector")
+        return graph_outputs(session, images, self.input_name, self.ood.output_name)
+
     def check_session(self, session: Any, where: str = ONNX_FILE) -> None:
-        """`SpecError` unless the graph in `session` has the input and output this spec names."""
+        """`SpecError` unless the graph in `session` has the inputs and outputs this spec names."""
         inputs = [i.name for i in session.get_inputs()]
         outputs = [o.name for o in session.get_outputs()]
-        if self.input_name not in inputs or self.output_name not in outputs:
+        missing_ood = self.ood is not None and self.ood.output_name not in outputs
+        if self.input_name not in inputs or self.output_name not in outputs or missing_ood:
             raise SpecError(f"{where}: graph has inputs {inputs} / outputs {outputs}, spec names "
                             f"{self.input_name!r} / {self.output_name!r}; {_REEXPORT}")
 
@@ -149,6 +179,18 @@ def _model_block(value: Any, where: str) -> ModelBlock:
     return ModelBlock.from_dict(value)
 
 
+def _ood_block(value: Any, where: str) -> OodBlock | None:
+    if value is None:
+        return None
+    ok = (isinstance(value, dict) and isinstance(value.get("detector"), str) and isinstance(value.get("output_name"), str)
+          and isinstance(value.get("threshold"), int | float) and not isinstance(value.get("threshold"), bool)
+          and math.isfinite(value["threshold"]))
+    if not ok:
+        raise SpecError(f"{where}: \"ood\" must be null or {{detector, threshold, output_name}}, got {value!r}; "
+                        f"{_REEXPORT}")
+    return OodBlock(value["detector"], float(value["threshold"]), value["output_name"])
+
+
 def _preprocessing(value: Any, where: str) -> dict[str, Any]:
     ours = {"image_size": IMAGE_SIZE, "mean": MNIST_MEAN, "std": MNIST_STD}
     if not isinstance(value, dict):
@@ -160,9 +202,10 @@ def _preprocessing(value: Any, where: str) -> dict[str, Any]:
     return dict(value)
 
 
-def build_spec(temperature: float, model_block: Mapping[str, Any]) -> ModelSpec:
-    """The spec of a freshly exported graph: this code's preprocessing, the given temperature and model block."""
-    return ModelSpec(temperature=float(temperature), model=ModelBlock.from_dict(model_block))
+def build_spec(temperature: float, model_block: Mapping[str, Any], ood: OodBlock | None = None) -> ModelSpec:
+    """The spec of a freshly exported graph: this code's preprocessing, the given temperature and model block,
+    and its not-a-digit score when the graph has one."""
+    return ModelSpec(temperature=float(temperature), model=ModelBlock.from_dict(model_block), ood=ood)
 
 
 def write_spec(folder: Path, spec: ModelSpec) -> Path:

@@ -106,11 +106,16 @@ def _fit_torch(family: str, params: Params, splits: Splits, device: str, on_epoc
     def tensors(x: np.ndarray, y: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
         return torch.from_numpy(to_model_input(x)).to(device), torch.from_numpy(y.astype(np.int64)).to(device)
 
+    from cnn_ocr.ood.run import training_negatives
+
+    negatives = training_negatives(params, fp)
+    negatives_t = None if negatives is None else torch.from_numpy(to_model_input(negatives)).to(device)
     with torch_loop.seeded(params.seed, device):
         model = families.get(family).build(fp).to(device)
         result = torch_loop.fit(model, tensors(splits.train_x, splits.train_y), tensors(splits.val_x, splits.val_y),
                                 fp, seed=params.seed, eval_batch_size=params.models.evaluation.batch_size,
-                                on_epoch=on_epoch, on_step=on_step, on_checkpoint=saver, resume=resume)
+                                on_epoch=on_epoch, on_step=on_step, on_checkpoint=saver, resume=resume,
+                                negatives=negatives_t)
     return model, result
 
 
@@ -187,6 +192,10 @@ def log_outputs(model: Any, family: str, params: Params, splits: Splits, fit: Fi
     log_text(evaluate.per_digit_csv(rows), "per_digit_metrics.csv")
     log_dict({"confusion_matrix": cm.tolist(), "per_digit": rows}, "evaluation.json")
     log_dict({"history": fit.history, "best_epoch": fit.best_epoch}, "history.json")
+    if family in families.TORCH_FAMILIES:  # not-a-digit detectors side by side (cnn_ocr/ood/); not the ensemble
+        from cnn_ocr.ood.run import log_detectors
+
+        log_detectors(model, params, splits, metrics["temperature"], family_params(params, family))
     title = f"{family} on {splits.name}"
     figures = [(lambda: plots.confusion_matrix_figure(cm, f"{title}: test confusion matrix"), "plots/confusion_matrix.png"),
                (lambda: plots.misclassified_grid(splits.test_x, splits.test_y, test_pred,

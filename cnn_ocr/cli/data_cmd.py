@@ -97,3 +97,17 @@ def info(dataset: DatasetOpt = None, params: ParamsOpt = Path("params.yaml"), se
 
 def register(app: typer.Typer) -> None:
     app.add_typer(data_app, name="data")
+
+
+@data_app.command()
+def negatives(params: ParamsOpt = Path("params.yaml"), set_: SetOpt = None) -> None:
+    """Generate the not-a-digit drawings of `negatives.version` (training and validation negatives)."""
+    from cnn_ocr.data.negatives import write_negatives
+    from cnn_ocr.data.versions import load_version
+
+    setup_logging()
+    p = params_or_fail(params, set_ or [])
+    start = time.perf_counter()
+    with one_line_errors():
+        folder = write_negatives(p.negatives, p.data, load_version(p.negatives.source_version, p.data).train_x)
+    console.print(f"wrote {p.negatives.version} in {time.perf_counter() - start:.1f} s to {folder}")

@@ -87,6 +87,23 @@ def evaluate_loss_acc(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_
     return loss_sum.item() / n, correct.item() / n
 
 
+def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy from the softmax of `logits` to the uniform distribution (outlier exposure's term):
+    -(mean of the logits - logsumexp of the logits), per row, averaged."""
+    return -(logits.mean(1) - torch.logsumexp(logits, 1)).mean()
+
+
+def _with_negatives(model: nn.Module, xb: torch.Tensor, negatives: torch.Tensor | None, p: TorchTrainParams,
+                    gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Logits of the digits and, with outlier exposure on, of as many random negatives (one forward pass,
+    so batch norm sees both, as in Hendrycks et al.)."""
+    if negatives is None or not p.outlier_exposure.enabled:
+        return model(xb), None
+    pick = torch.randint(len(negatives), (len(xb),), generator=gen, device=xb.device)
+    logits = model(torch.cat([xb, negatives[pick]]))
+    return logits[: len(xb)], logits[len(xb):]
+
+
 def _train_epoch(
     model: nn.Module,
     opt: torch.optim.Optimizer,
@@ -96,6 +113,7 @@ def _train_epoch(
     p: TorchTrainParams,
     gen: torch.Generator,
     report: Callable[[int, torch.Tensor, int], None] | None,
+    negatives: torch.Tensor | None = None,
 ) -> tuple[float, float]:
     model.train()
     x_all, y_all = data
@@ -106,8 +124,10 @@ def _train_epoch(
         xb, yb = x_all[idx], y_all[idx]
         if p.augment.enabled:
             xb = augment_batch(xb, p.augment, gen)
-        logits = model(xb)
+        logits, neg_logits = _with_negatives(model, xb, negatives, p, gen)
         loss = F.cross_entropy(logits, yb, label_smoothing=p.label_smoothing)
+        if neg_logits is not None:
+            loss = loss + p.outlier_exposure.weight * uniform_cross_entropy(neg_logits)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -192,13 +212,16 @@ def fit(
     on_step: StepCallback | None = None,
     on_checkpoint: Callable[[dict], None] | None = None,
     resume: dict | None = None,
+    negatives: torch.Tensor | None = None,
 ) -> FitResult:
     """Train `model` in place on (x, y) tensors already on the target device; see the module docstring.
 
     With `p.patience` set, stops after that many epochs without a lower validation loss and restores the
     best weights. `on_epoch(epoch, metrics)` runs after every epoch (1-based) and may raise to abort.
     `on_checkpoint(state)` receives the complete training state after every epoch; `resume=state` continues
-    from it, to the same result as an uninterrupted run (same device).
+    from it, to the same result as an uninterrupted run (same device). `negatives` (normalized inputs on
+    the same device) are used when `p.outlier_exposure.enabled`: each batch adds as many random negatives,
+    whose softmax is pushed towards uniform with weight `p.outlier_exposure.weight`.
     """
     device = train[0].device.type
     gen = torch.Generator(device=device).manual_seed(seed)
@@ -215,7 +238,8 @@ def fit(
         report = None
         if on_step is not None:
             report = lambda done, ls, seen, e=epoch: on_step(e, done, steps, ls.item() / seen)  # noqa: E731
-        tr_loss, tr_acc = _train_epoch(model, opt, sched, _epoch_batches(n, p, gen, device), train, p, gen, report)
+        tr_loss, tr_acc = _train_epoch(model, opt, sched, _epoch_batches(n, p, gen, device), train, p, gen, report,
+                                        negatives)
         va_loss, va_acc = evaluate_loss_acc(model, *val, eval_batch_size)
         row = {"epoch": epoch, "train_loss": tr_loss, "train_accuracy": tr_acc, "val_loss": va_loss,
                "val_accuracy": va_acc, "lr": opt.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - t0}

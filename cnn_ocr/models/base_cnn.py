@@ -44,6 +44,10 @@ class BaseCNN(nn.Module):
         """(N, 1, 28, 28) normalized images -> (N, 10) logits."""
         return self.classifier(self.features(x))
 
+    def penultimate(self, x: torch.Tensor) -> torch.Tensor:
+        """(N, 1, 28, 28) normalized images -> the features the last linear layer reads (for Mahalanobis)."""
+        return self.classifier[:-1](self.features(x))
+
 
 def build(p: BaseCnnParams) -> BaseCNN:
     """Build the base CNN from `params.models.base_cnn`."""

@@ -1,0 +1,67 @@
+"""Not-a-digit detection in a training run: the negatives outlier exposure trains on, and the detector
+figures logged with every CNN run (`cnn_ocr.train` calls these two functions)."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import numpy as np
+
+from cnn_ocr.config import Params
+from cnn_ocr.data.heldout import LOADERS, Family, HeldoutError
+from cnn_ocr.data.layout import META, version_dir
+from cnn_ocr.data.negatives import ensure_negatives, load_negatives
+from cnn_ocr.data.versions import Splits
+from cnn_ocr.tracking.writing import log_dict, log_figure, log_metrics, set_tags
+
+log = logging.getLogger(__name__)
+TRAIN_FEATURE_SAMPLES = 10000  # training images whose features fit the Mahalanobis detector
+
+
+def training_negatives(params: Params, family_params: Any) -> np.ndarray | None:
+    """The training negatives (uint8, N x 28 x 28) when outlier exposure is on, else None; generated first
+    when `negatives.version` is the one asked for and is missing."""
+    oe = family_params.outlier_exposure
+    if not oe.enabled:
+        return None
+    if oe.version == params.negatives.version:
+        return ensure_negatives(params.negatives, params.data)["train"].x
+    return load_negatives(oe.version, params.data)["train"].x
+
+
+def heldout_families(n: int, seed: int) -> dict[str, Family]:
+    """Every held-out family whose Debian package is installed (a missing one is logged and left out)."""
+    out = {}
+    for name, load in LOADERS.items():
+        try:
+            out[name] = load(n, seed)
+        except HeldoutError as exc:
+            log.warning("held-out family %s not scored: %s", name, exc)
+    return out
+
+
+def log_detectors(model: Any, params: Params, splits: Splits, temperature: float, family_params: Any) -> dict[str, float]:
+    """Score every detector on the run's model and log the figures and reliability diagram; returns the
+    metrics ({} when the validation negatives are not on disk: `ocr data negatives` writes them)."""
+    from cnn_ocr import plots
+    from cnn_ocr.ood.report import evaluate_detectors, reliability_figure
+
+    version = family_params.outlier_exposure.version
+    if not (version_dir(version, params.data) / META).is_file():
+        log.warning("not-a-digit figures skipped: %s is missing; run `ocr data negatives`", version)
+        set_tags({"ood_figures": f"skipped: {version} missing"})
+        return {}
+    neg_val = load_negatives(version, params.data)["val"]
+    rng = np.random.default_rng(params.seed)
+    take = np.sort(rng.choice(len(splits.train_y), min(TRAIN_FEATURE_SAMPLES, len(splits.train_y)), replace=False))
+    result = evaluate_detectors(model, (splits.train_x[take], splits.train_y[take]), (splits.val_x, splits.val_y),
+                                (splits.test_x, splits.test_y), neg_val,
+                                heldout_families(params.ood.heldout_samples, params.seed), temperature, params.ood)
+    log_metrics(result.metrics)
+    log_dict({"detector": params.ood.detector, "reliability": result.reliability}, "ood.json")
+    fig = reliability_figure(result.reliability[params.ood.detector],
+                             f"accepted test digits ({params.ood.detector} detector)")
+    log_figure(fig, "plots/reliability.png")
+    plots.close(fig)
+    return result.metrics
