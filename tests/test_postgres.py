@@ -19,7 +19,7 @@ import pytest
 from live_server import ROOT, free_port
 
 from app.errors import status_for
-from cnn_ocr.config import DataParams
+from cnn_ocr.config import load_params
 from cnn_ocr.feedback import (
     FeedbackStore,
     InvalidFeedback,
@@ -185,7 +185,7 @@ def test_two_replicas_share_predictions_and_feedback(postgres, service_model_dir
     assert done.returncode == 0, done.stderr
     from cnn_ocr.data import load_version
 
-    exported = load_version("feedback-1", DataParams(processed_dir=processed))
+    exported = load_version("feedback-1", load_params().data.model_copy(update={"processed_dir": processed}))
     assert exported.train_y.tolist() == [3, int(mnist_splits.test_y[1]), 8]
     assert exported.train_x.shape == (3, 28, 28) and exported.train_x.reshape(3, -1).max(axis=1).min() > 0  # inked
 
