@@ -60,13 +60,14 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prediction_id: Annotated[str, Field(min_length=1, max_length=100)]
-    label: Annotated[StrictInt, Field(ge=0, le=9)]
+    label: Annotated[StrictInt, Field(ge=0, le=9)] | Literal["not_a_digit"] = Field(
+        description="The right digit, or \"not_a_digit\" when the input is not a digit at all.")
 
 
 class FeedbackResponse(BaseModel):
     stored: bool
     prediction_id: str
-    label: int
+    label: int | Literal["not_a_digit"]
     predicted: int | None
     model_version: str | None
 

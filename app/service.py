@@ -18,7 +18,7 @@ from app.metrics import Metrics
 from app.model_store import LoadedModel, ModelStore, NoModelError
 from app.settings import Settings
 from cnn_ocr.decode import decode_image
-from cnn_ocr.feedback import FeedbackStore, PredictionRecord, StoreUnavailable
+from cnn_ocr.feedback import NOT_A_DIGIT, FeedbackStore, PredictionRecord, StoreUnavailable
 from cnn_ocr.preprocess import Prepared, prepare_gray
 from cnn_ocr.reader import ReadLimits, find_digits, judge, line_status, line_text, ood_threshold
 
@@ -147,9 +147,10 @@ class OcrService:
         return {"prediction_id": read_id, "text": line_text([d["digit"] for d in digits]), "status": status,
                 "digits": digits, "model": {"name": model.info.name, "version": model.info.version}, "kind": "row"}
 
-    def add_feedback(self, prediction_id: str, label: int) -> dict:
-        """Store a correction; `UnknownPrediction` or `InvalidFeedback` when it cannot be."""
+    def add_feedback(self, prediction_id: str, label: int | str) -> dict:
+        """Store a correction (a digit or "not_a_digit"); `UnknownPrediction` or `InvalidFeedback` when it
+        cannot be."""
         record = self.feedback_store.add_feedback(prediction_id, label)
-        self.metrics.observe_feedback(record.predicted == record.label)
-        return {"stored": True, "prediction_id": record.prediction_id, "label": record.label,
+        self.metrics.observe_feedback(record.predicted == (None if record.public_label == NOT_A_DIGIT else record.label))
+        return {"stored": True, "prediction_id": record.prediction_id, "label": record.public_label,
                 "predicted": record.predicted, "model_version": record.model_version}
