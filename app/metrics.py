@@ -24,6 +24,8 @@ class Metrics:
                                  registry=self.registry)
         self.predictions = Counter("ocr_predictions_total", "Digits returned, by digit and status.",
                                    ["digit", "status"], registry=self.registry)
+        self.refusals = Counter("ocr_refusals_total", "Marks answered `no_digit`, by reason (blank, too_small, dot, "
+                                "not_a_digit, ...).", ["reason"], registry=self.registry)
         self.model = Info("ocr_model", "The model version being served.", registry=self.registry)
         self.reloads = Counter("ocr_model_reloads_total", "Model reload attempts by result.",
                                ["result"], registry=self.registry)
@@ -40,9 +42,11 @@ class Metrics:
         self.requests.labels(**labels).inc()
         self.latency.labels(**labels).observe(seconds)
 
-    def observe_prediction(self, digit: int | None, status: str) -> None:
-        """Count one answered digit."""
+    def observe_prediction(self, digit: int | None, status: str, reason: str | None = None) -> None:
+        """Count one answered digit, and a refusal (`no_digit`) by its reason."""
         self.predictions.labels(digit="none" if digit is None else str(digit), status=status).inc()
+        if status == "no_digit":
+            self.refusals.labels(reason=reason or "unknown").inc()
 
     def observe_reload(self, result: str) -> None:
         """Count one model check by its result: reloaded, unchanged or refused."""

@@ -63,6 +63,10 @@ class LoadedModel:
         """uint8 (N, 28, 28) -> float64 (N, 10): softmax(logits / temperature), as the spec defines it."""
         return self.spec.predict(self.session, images)
 
+    def predict(self, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 (N, 28, 28) -> (probabilities (N, 10), not-a-digit scores (N,) or None), one run of the graph."""
+        return self.spec.predict_with_score(self.session, images)
+
 
 def smoke_test(model: LoadedModel) -> None:
     """Run a blank, a bar and a noise image; refuse a model whose output is not 10 finite probabilities."""
@@ -71,11 +75,13 @@ def smoke_test(model: LoadedModel) -> None:
     bar[4:24, 12:16] = 255
     images = np.stack([np.zeros_like(bar), bar, rng.integers(0, 256, bar.shape).astype(np.uint8)])
     try:
-        probs = model.probabilities(images)
+        probs, scores = model.predict(images)
     except Exception as exc:
         raise ModelLoadError(f"smoke test failed: inference raised {type(exc).__name__}: {exc}") from None
     if probs.shape != (3, 10) or not np.isfinite(probs).all():
         raise ModelLoadError(f"smoke test failed: expected 3x10 finite probabilities, got shape {probs.shape}")
+    if scores is not None and (scores.shape != (3,) or not np.isfinite(scores).all()):
+        raise ModelLoadError(f"smoke test failed: expected 3 finite not-a-digit scores, got shape {scores.shape}")
 
 
 def load_model_dir(folder: Path, *, threads: int, source: str, alias: str | None = None) -> LoadedModel:

@@ -66,11 +66,15 @@ async def feedback(body: schemas.FeedbackRequest, request: Request, service: Ser
 @router.get("/model", response_model=schemas.ModelResponse, responses={503: {"model": schemas.ErrorResponse}})
 def model(service: Service) -> dict:
     """The model being served."""
-    info = service.model().info
+    served = service.model()
+    info, ood = served.info, served.spec.ood
     return {"name": info.name, "version": info.version, "alias": info.alias, "run_id": info.run_id,
             "family": info.family, "test_accuracy": info.test_accuracy, "data_version": info.data_version,
             "source": info.source, "loaded_at": info.loaded_at,
-            "uncertain_threshold": service.settings.uncertain_threshold}
+            "uncertain_threshold": service.settings.uncertain_threshold,
+            "ood": None if ood is None else {
+                "detector": ood.detector, "threshold": service.ood_threshold(served),
+                "threshold_source": "spec" if service.settings.ood_threshold is None else "OCR_OOD_THRESHOLD"}}
 
 
 @router.get("/health", response_model=schemas.HealthResponse, responses={503: {"model": schemas.ErrorResponse}})

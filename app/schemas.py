@@ -22,7 +22,9 @@ class PredictResponse(BaseModel):
     probabilities: list[float] = Field(description="Calibrated probability of each digit 0-9.")
     status: Status
     model: ModelRef
-    reason: str | None = Field(None, description="Why there is no digit (blank, too small, a dot).")
+    reason: str | None = Field(None, description="Why there is no digit (blank, too_small, dot, not_a_digit).")
+    ood_score: float | None = Field(None, description="Not-a-digit score (below the model's threshold: not a "
+                                    "digit); null for a model without a detector or without a mark.")
     input_image: str | None = Field(None, description="The 28x28 image the model saw, as a PNG data: URL.")
 
 
@@ -31,9 +33,11 @@ class BatchResponse(BaseModel):
 
 
 class ReadDigit(BaseModel):
-    digit: int
+    digit: int | None = Field(description="The digit; null for a mark that is not a digit (written `?` in text).")
     confidence: float
-    status: Literal["ok", "uncertain"]
+    status: Status
+    reason: str | None = Field(None, description="`not_a_digit` for a mark that is not a digit.")
+    ood_score: float | None = Field(None, description="Not-a-digit score; null for a model without a detector.")
     box: list[int] = Field(description="[x, y, w, h] in the uploaded image's pixels.")
     prediction_id: str = Field(description="Id of this digit alone, for POST /feedback.")
     input_image: str | None = None
@@ -41,7 +45,7 @@ class ReadDigit(BaseModel):
 
 class ReadResponse(BaseModel):
     prediction_id: str
-    text: str
+    text: str = Field(description="The digits left to right, `?` for each mark that is not a digit.")
     status: Status
     digits: list[ReadDigit]
     model: ModelRef
@@ -56,15 +60,22 @@ class FeedbackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     prediction_id: Annotated[str, Field(min_length=1, max_length=100)]
-    label: Annotated[StrictInt, Field(ge=0, le=9)]
+    label: Annotated[StrictInt, Field(ge=0, le=9)] | Literal["not_a_digit"] = Field(
+        description="The right digit, or \"not_a_digit\" when the input is not a digit at all.")
 
 
 class FeedbackResponse(BaseModel):
     stored: bool
     prediction_id: str
-    label: int
+    label: int | Literal["not_a_digit"]
     predicted: int | None
     model_version: str | None
+
+
+class OodInfo(BaseModel):
+    detector: str = Field(description="msp, energy or mahalanobis.")
+    threshold: float = Field(description="A mark scoring below it is not a digit.")
+    threshold_source: Literal["spec", "OCR_OOD_THRESHOLD"] = Field(description="Where the threshold comes from.")
 
 
 class ModelResponse(BaseModel):
@@ -78,6 +89,7 @@ class ModelResponse(BaseModel):
     source: str
     loaded_at: str
     uncertain_threshold: float
+    ood: OodInfo | None = Field(description="The not-a-digit detector and the threshold in force; null without one.")
 
 
 class HealthResponse(BaseModel):

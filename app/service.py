@@ -18,9 +18,9 @@ from app.metrics import Metrics
 from app.model_store import LoadedModel, ModelStore, NoModelError
 from app.settings import Settings
 from cnn_ocr.decode import decode_image
-from cnn_ocr.feedback import FeedbackStore, PredictionRecord, StoreUnavailable
+from cnn_ocr.feedback import NOT_A_DIGIT, FeedbackStore, PredictionRecord, StoreUnavailable
 from cnn_ocr.preprocess import Prepared, prepare_gray
-from cnn_ocr.reader import ReadLimits, find_digits, judge, line_status
+from cnn_ocr.reader import ReadLimits, find_digits, judge, line_status, line_text, ood_threshold
 
 
 @dataclass(frozen=True)
@@ -33,6 +33,7 @@ class Answer:
     status: str
     image: np.ndarray | None
     reason: str | None = None
+    ood_score: float | None = None
 
 
 def png_data_url(image: np.ndarray) -> str:
@@ -67,26 +68,36 @@ class OcrService:
                                max_pixels=self.settings.max_pixels)
         return prepare_gray(decoded.gray, decoded.scale)
 
+    def ood_threshold(self, model: LoadedModel) -> float | None:
+        """The not-a-digit threshold in force: `OCR_OOD_THRESHOLD`, else the model's stored one (None without
+        a detector)."""
+        if model.spec.ood is None:
+            return None
+        return ood_threshold(model.spec.ood.threshold, self.settings.ood_threshold)
+
     def classify(self, model: LoadedModel, images: list[np.ndarray | None],
                  reasons: list[str | None] | None = None) -> list[Answer]:
-        """Run the model once on every present image; None images are `no_digit`."""
+        """Run the model once on every present image; None images are `no_digit`, and so are marks whose
+        not-a-digit score is below the threshold (reason `not_a_digit`, probabilities still given)."""
         present = [i for i, img in enumerate(images) if img is not None]
-        probs = model.probabilities(np.stack([images[i] for i in present])) if present else np.zeros((0, 10))
+        probs, scores = model.predict(np.stack([images[i] for i in present])) if present else (np.zeros((0, 10)), None)
         answers: list[Answer] = [Answer(None, 0.0, [0.0] * 10, "no_digit", None,
                                         (reasons or [None] * len(images))[i] or "blank")
                                  for i in range(len(images))]
-        for row, i in zip(probs, present, strict=True):
-            digit, confidence, status = judge(row, self.settings.uncertain_threshold)
-            answers[i] = Answer(digit, confidence, [round(float(p), 6) for p in row], status, images[i])
+        cut = self.ood_threshold(model)
+        for k, (row, i) in enumerate(zip(probs, present, strict=True)):
+            v = judge(row, self.settings.uncertain_threshold, None if scores is None else scores[k], cut)
+            answers[i] = Answer(v.digit, v.confidence, [round(float(p), 6) for p in row], v.status, images[i],
+                                v.reason, v.ood_score)
         for answer in answers:
-            self.metrics.observe_prediction(answer.digit, answer.status)
+            self.metrics.observe_prediction(answer.digit, answer.status, answer.reason)
         return answers
 
     def _response(self, pid: str, answer: Answer, model: LoadedModel) -> dict:
         return {"prediction_id": pid, "digit": answer.digit, "confidence": round(answer.confidence, 6),
                 "probabilities": answer.probabilities, "status": answer.status,
                 "model": {"name": model.info.name, "version": model.info.version}, "reason": answer.reason,
-                "input_image": None if answer.image is None else png_data_url(answer.image)}
+                "ood_score": answer.ood_score, "input_image": None if answer.image is None else png_data_url(answer.image)}
 
     def _record(self, model: LoadedModel, items: list[tuple[str, str, Answer | None]]) -> None:
         """Remember the answers for feedback; while the database is down the answers still go out, counted."""
@@ -109,7 +120,7 @@ class OcrService:
 
     def _segments(self, item: ImageInput) -> list:
         limits = ReadLimits(self.settings.max_bytes, self.settings.max_pixels, self.settings.read_max_digits,
-                            self.settings.uncertain_threshold)
+                            self.settings.uncertain_threshold, self.settings.ood_threshold)
         return find_digits(item.data, item.pixels, limits).segments
 
     def read(self, item: ImageInput) -> dict:
@@ -129,16 +140,17 @@ class OcrService:
         answers = self.classify(model, [s.image for s in segments])
         read_id, ids = uuid.uuid4().hex, [uuid.uuid4().hex for _ in answers]
         self._record(model, [(read_id, "read", None)] + [(pid, "digit", a) for pid, a in zip(ids, answers, strict=True)])
-        digits = [{"digit": a.digit, "confidence": round(a.confidence, 6), "status": a.status, "box": list(s.box),
-                   "prediction_id": pid, "input_image": png_data_url(s.image)}
-                  for a, s, pid in zip(answers, segments, ids, strict=True)]
+        digits = [{"digit": a.digit, "confidence": round(a.confidence, 6), "status": a.status, "reason": a.reason,
+                   "ood_score": a.ood_score, "box": list(s.box), "prediction_id": pid,
+                   "input_image": png_data_url(s.image)} for a, s, pid in zip(answers, segments, ids, strict=True)]
         status = line_status([d["status"] for d in digits])
-        return {"prediction_id": read_id, "text": "".join(str(d["digit"]) for d in digits), "status": status,
+        return {"prediction_id": read_id, "text": line_text([d["digit"] for d in digits]), "status": status,
                 "digits": digits, "model": {"name": model.info.name, "version": model.info.version}, "kind": "row"}
 
-    def add_feedback(self, prediction_id: str, label: int) -> dict:
-        """Store a correction; `UnknownPrediction` or `InvalidFeedback` when it cannot be."""
+    def add_feedback(self, prediction_id: str, label: int | str) -> dict:
+        """Store a correction (a digit or "not_a_digit"); `UnknownPrediction` or `InvalidFeedback` when it
+        cannot be."""
         record = self.feedback_store.add_feedback(prediction_id, label)
-        self.metrics.observe_feedback(record.predicted == record.label)
-        return {"stored": True, "prediction_id": record.prediction_id, "label": record.label,
+        self.metrics.observe_feedback(record.predicted == (None if record.public_label == NOT_A_DIGIT else record.label))
+        return {"stored": True, "prediction_id": record.prediction_id, "label": record.public_label,
                 "predicted": record.predicted, "model_version": record.model_version}

@@ -23,6 +23,8 @@ class Settings(BaseSettings):
     allow_start_without_model: bool = Field(False, description="Start (health 503) instead of exiting.")
     admin_token: str | None = Field(None, description="Bearer token for /admin/*; admin is off when unset.")
     uncertain_threshold: float = Field(0.7, ge=0.0, le=1.0, description="Below this top probability: uncertain.")
+    ood_threshold: float | None = Field(None, allow_inf_nan=False, description="Not-a-digit threshold: a mark "
+                                        "scoring below it is refused; overrides the one stored in the model's spec.")
     max_bytes: int = Field(5 * 1024 * 1024, ge=1024, description="Largest accepted image file, in bytes.")
     max_pixels: int = Field(25_000_000, ge=64, description="Largest accepted image, in pixels (w x h).")
     batch_limit: int = Field(32, ge=1, le=1000, description="Most files in one /predict/batch request.")

@@ -6,8 +6,11 @@ prediction is kept for a while (its 28x28 input, answer and model version) so a 
 to it by id from any worker process or replica. A correction copies the input next to the corrected label,
 so it outlives the prediction's retention. All SQL is parameterised. When the database cannot be reached,
 every call raises `StoreUnavailable` and the next call tries again: nothing needs restarting.
-`export_feedback` turns the corrections into `data/processed/feedback-<n>`: the same npy + meta.json
-layout as the other versions (train split = corrections; validation and test empty).
+A correction is a digit 0-9 or "not a digit" (`NOT_A_DIGIT`, stored as label -1 in the same column, so
+existing databases need no migration). `export_feedback` turns the corrections into
+`data/processed/feedback-<n>`: the same npy + meta.json layout as the other versions (train split = digit
+corrections; validation and test empty), plus `negatives_x.npy` (N, 28, 28) uint8 holding the inputs users
+said are not digits, hashed in meta.json's "files" like the splits and counted in its "n_negatives".
 """
 
 from __future__ import annotations
@@ -31,6 +34,9 @@ from cnn_ocr.preprocess import IMAGE_SIZE, preprocessing_spec
 log = logging.getLogger(__name__)
 
 _PIXELS = IMAGE_SIZE * IMAGE_SIZE
+NOT_A_DIGIT = "not_a_digit"  # the label a user gives an input that is not a digit
+NOT_A_DIGIT_LABEL = -1  # how the store keeps it
+NEGATIVES = "negatives_x"  # the exported version's array of not-a-digit inputs
 _PRUNE_EVERY = 500
 _SCHEMA_LOCK_KEY = 7_243_011  # PostgreSQL advisory lock: replicas starting together create the tables once
 _UNREACHABLE = (sa.exc.OperationalError, sa.exc.InterfaceError, sa.exc.TimeoutError)
@@ -100,6 +106,11 @@ class FeedbackRecord:
     predicted: int | None
     model_version: str | None
     created_at: float
+
+    @property
+    def public_label(self) -> int | str:
+        """The label as the API spells it: the digit, or "not_a_digit"."""
+        return NOT_A_DIGIT if self.label == NOT_A_DIGIT_LABEL else self.label
 
 
 def _sqlite_pragmas(dbapi_conn: Any, _record: Any) -> None:
@@ -175,10 +186,13 @@ class FeedbackStore:
                 self._inserts = 0
                 conn.execute(_predictions.delete().where(_predictions.c.created_at < now - self.retention_s))
 
-    def add_feedback(self, prediction_id: str, label: int) -> FeedbackRecord:
-        """Store the right label for a prediction (a second correction replaces the first)."""
-        if not 0 <= label <= 9:
-            raise InvalidFeedback("label must be a digit from 0 to 9.")
+    def add_feedback(self, prediction_id: str, label: int | str) -> FeedbackRecord:
+        """Store the right label for a prediction, a digit or `NOT_A_DIGIT` (a second correction replaces the
+        first)."""
+        if label == NOT_A_DIGIT:
+            label = NOT_A_DIGIT_LABEL
+        elif isinstance(label, bool) or not isinstance(label, int) or not 0 <= label <= 9:
+            raise InvalidFeedback(f"label must be a digit from 0 to 9 or \"{NOT_A_DIGIT}\".")
         p = _predictions.c
         with self._transaction() as conn:
             row = conn.execute(sa.select(p.kind, p.image, p.digit, p.confidence, p.model_name, p.model_version,
@@ -253,15 +267,24 @@ def export_feedback(db: str | Path, processed_dir: Path) -> tuple[str, Path, int
         raise NoFeedback(f"{redact(db)} holds no feedback yet")
     name = next_feedback_version(processed_dir)
     folder = Path(processed_dir) / name
+    digits = labels != NOT_A_DIGIT_LABEL
     empty_x = np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
     empty_y = np.zeros((0,), np.int64)
-    arrays = {"train_x": images, "train_y": labels, "val_x": empty_x, "val_y": empty_y,
-              "test_x": empty_x, "test_y": empty_y}
+    arrays = {"train_x": images[digits], "train_y": labels[digits], "val_x": empty_x, "val_y": empty_y,
+              "test_x": empty_x, "test_y": empty_y, NEGATIVES: images[~digits]}
     write_version(folder, arrays, {
         "name": name, "dataset": "mnist", "kind": "feedback",
-        "description": "user corrections from the OCR service (train split only)",
-        "preprocessing": preprocessing_spec(), "n_feedback": int(len(labels)),
+        "description": "user corrections from the OCR service (train split only; negatives_x: not digits)",
+        "preprocessing": preprocessing_spec(), "n_feedback": int(len(labels)), "n_negatives": int((~digits).sum()),
         "model_versions": sorted(set(versions)), "exported_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     })
-    log.info("exported %d corrections to %s", len(labels), folder)
+    log.info("exported %d corrections (%d not digits) to %s", len(labels), int((~digits).sum()), folder)
     return name, folder, int(len(labels))
+
+
+def load_feedback_negatives(folder: Path) -> np.ndarray:
+    """The not-a-digit inputs of an exported feedback version, uint8 (N, 28, 28); none for older exports."""
+    path = Path(folder) / f"{NEGATIVES}.npy"
+    if not path.is_file():
+        return np.zeros((0, IMAGE_SIZE, IMAGE_SIZE), np.uint8)
+    return np.load(path, allow_pickle=False)

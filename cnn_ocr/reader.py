@@ -1,9 +1,10 @@
 """Reading the digits of an image, free of HTTP: the path `/read` and `ocr batch` share.
 
 Bytes are decoded (`cnn_ocr.decode`), separated into ink (`cnn_ocr.preprocess`), split into digits
-(`cnn_ocr.segment`), and every digit goes through the model's probabilities. `read_many` runs the model once
-for all the digits of many images, which is what makes batch reading fast; a file that cannot be read
-becomes an answer with an error, never an exception.
+(`cnn_ocr.segment`), and every digit goes through the model's probabilities and, when the model has a detector,
+its not-a-digit score: a mark scoring below the threshold is `no_digit` for reason `not_a_digit` (written `?` in
+the text). `read_many` runs the model once for all the digits of many images, which is what makes batch reading
+fast; a file that cannot be read becomes an answer with an error, never an exception.
 """
 
 from __future__ import annotations
@@ -18,10 +19,14 @@ import numpy as np
 from cnn_ocr.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, decode_image
 from cnn_ocr.preprocess import extract_ink
 from cnn_ocr.segment import Segment, segment_digits
+from cnn_ocr.spec import not_a_digit
 
 log = logging.getLogger(__name__)
 
-Probabilities = Callable[[np.ndarray], np.ndarray]  # uint8 (N, 28, 28) -> float (N, 10)
+# uint8 (N, 28, 28) -> (probabilities float (N, 10), not-a-digit scores (N,) or None without a detector)
+Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+NOT_A_DIGIT = "not_a_digit"
+UNREAD = "?"  # how `text` writes a mark that is not a digit
 
 
 @dataclass(frozen=True)
@@ -32,6 +37,7 @@ class ReadLimits:
     max_pixels: int = DEFAULT_MAX_PIXELS
     max_digits: int = 64
     uncertain_threshold: float = 0.7
+    ood_threshold: float | None = None  # overrides the model's stored not-a-digit threshold when set
 
 
 @dataclass(frozen=True)
@@ -42,18 +48,45 @@ class Line:
     no_digit: str | None = None
 
 
-def judge(row: np.ndarray, threshold: float) -> tuple[int, float, str]:
-    """One row of probabilities -> (digit, confidence, "ok" | "uncertain")."""
+@dataclass(frozen=True)
+class Verdict:
+    """The answer for one mark: digit (None when it is not one), confidence, status, reason and score."""
+
+    digit: int | None
+    confidence: float
+    status: str
+    reason: str | None = None
+    ood_score: float | None = None
+
+
+def judge(row: np.ndarray, threshold: float, score: float | None = None,
+          ood_threshold: float | None = None) -> Verdict:
+    """One row of probabilities (and its not-a-digit score) -> the verdict: `no_digit` / `not_a_digit` when the
+    score is below `ood_threshold`, else the top digit, "ok" or "uncertain" by its probability."""
+    ood = None if score is None else round(float(score), 6)
+    if score is not None and ood_threshold is not None and not_a_digit(score, ood_threshold):
+        return Verdict(None, 0.0, "no_digit", NOT_A_DIGIT, ood)
     digit = int(row.argmax())
     confidence = float(row[digit])
-    return digit, confidence, "ok" if confidence >= threshold else "uncertain"
+    return Verdict(digit, confidence, "ok" if confidence >= threshold else "uncertain", None, ood)
+
+
+def ood_threshold(stored: float | None, override: float | None) -> float | None:
+    """The threshold in force: the override (`OCR_OOD_THRESHOLD`) when set, else the model's stored one."""
+    return override if override is not None else stored
 
 
 def line_status(statuses: Sequence[str]) -> str:
-    """A line's status from its digits' statuses: no_digit, uncertain (any digit is) or ok."""
-    if not statuses:
+    """A line's status from its digits' statuses: no_digit (none, or none is a digit), uncertain (any digit
+    is, or a mark is not a digit) or ok."""
+    if all(s == "no_digit" for s in statuses):
         return "no_digit"
-    return "uncertain" if "uncertain" in statuses else "ok"
+    return "ok" if all(s == "ok" for s in statuses) else "uncertain"
+
+
+def line_text(digits: Sequence[int | None]) -> str:
+    """The text of a line: its digits, `?` for each mark that is not one."""
+    return "".join(UNREAD if d is None else str(d) for d in digits)
 
 
 def find_digits(data: bytes | None, pixels: np.ndarray | None, limits: ReadLimits) -> Line:
@@ -69,7 +102,7 @@ def find_digits(data: bytes | None, pixels: np.ndarray | None, limits: ReadLimit
 
 
 def _error_answer(message: str) -> dict[str, Any]:
-    return {"text": None, "status": "error", "reason": None, "digits": [], "error": message}
+    return {"text": None, "status": "error", "reason": None, "digits": [], "ood_score": None, "error": message}
 
 
 def _find(data: bytes, limits: ReadLimits) -> Line | str:
@@ -82,15 +115,19 @@ def _find(data: bytes, limits: ReadLimits) -> Line | str:
         return f"internal: {type(exc).__name__}: {str(exc)[:200]}"
 
 
-def read_many(items: Sequence[bytes], probabilities: Probabilities, limits: ReadLimits) -> list[dict[str, Any]]:
+def read_many(items: Sequence[bytes], predict: Predict, limits: ReadLimits,
+              stored_threshold: float | None = None) -> list[dict[str, Any]]:
     """Answers for many image files, in order, with one model call for all their digits.
 
     Each answer: text, status (ok / uncertain / no_digit / error), reason (why no digit), digits (digit,
-    confidence, status, box [x, y, w, h] in the original image's pixels) and error (None when readable).
+    confidence, status, reason, ood_score, box [x, y, w, h] in the original image's pixels), ood_score (the
+    lowest of its digits', None without a detector or digits) and error (None when readable).
+    `stored_threshold` is the model's not-a-digit threshold; `limits.ood_threshold` overrides it.
     """
     lines = [_find(data, limits) for data in items]
     crops = [s.image for line in lines if isinstance(line, Line) for s in line.segments]
-    probs = probabilities(np.stack(crops)) if crops else np.zeros((0, 10))
+    probs, scores = predict(np.stack(crops)) if crops else (np.zeros((0, 10)), None)
+    cut = ood_threshold(stored_threshold, limits.ood_threshold)
     answers: list[dict[str, Any]] = []
     k = 0
     for line in lines:
@@ -99,11 +136,13 @@ def read_many(items: Sequence[bytes], probabilities: Probabilities, limits: Read
             continue
         digits = []
         for segment in line.segments:
-            digit, confidence, status = judge(probs[k], limits.uncertain_threshold)
+            v = judge(probs[k], limits.uncertain_threshold, None if scores is None else scores[k], cut)
             k += 1
-            digits.append({"digit": digit, "confidence": round(confidence, 6), "status": status,
-                           "box": [int(v) for v in segment.box]})
-        answers.append({"text": "".join(str(d["digit"]) for d in digits),
-                        "status": line_status([d["status"] for d in digits]), "reason": line.no_digit,
-                        "digits": digits, "error": None})
+            digits.append({"digit": v.digit, "confidence": round(v.confidence, 6), "status": v.status,
+                           "reason": v.reason, "ood_score": v.ood_score, "box": [int(x) for x in segment.box]})
+        known = [d["ood_score"] for d in digits if d["ood_score"] is not None]
+        status = line_status([d["status"] for d in digits])
+        answers.append({"text": line_text([d["digit"] for d in digits]), "status": status,
+                        "reason": line.no_digit or (NOT_A_DIGIT if digits and status == "no_digit" else None),
+                        "digits": digits, "ood_score": min(known) if known else None, "error": None})
     return answers

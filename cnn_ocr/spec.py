@@ -151,6 +151,14 @@ class ModelSpec:
         """uint8 images (N, 28, 28) -> float64 (N, 10) probabilities from an ONNX Runtime session of the graph."""
         return self.probabilities(graph_outputs(session, images, self.input_name, self.output_name))
 
+    def predict_with_score(self, session: Any, images: np.ndarray) -> tuple[np.ndarray, np.ndarray | None]:
+        """uint8 images (N, 28, 28) -> (float64 (N, 10) probabilities, float64 (N,) not-a-digit scores or None when
+        the graph has no score), from one run of the graph."""
+        if self.ood is None:
+            return self.predict(session, images), None
+        logits, scores = graph_outputs(session, images, self.input_name, (self.output_name, self.ood.output_name))
+        return self.probabilities(logits), np.asarray(scores, np.float64).reshape(-1)
+
     def ood_scores(self, session: Any, images: np.ndarray) -> np.ndarray:
         """uint8 images (N, 28, 28) -> the graph's not-a-digit scores (N,); SpecError when it has none."""
         if self.ood is None:
@@ -246,16 +254,22 @@ def fingerprint(folder: Path) -> str:
     return digest.hexdigest()
 
 
+def not_a_digit(score: float, threshold: float) -> bool:
+    """Whether a not-a-digit score says the input is not a digit: it scores below the threshold."""
+    return bool(score < threshold)
+
+
 def probabilities(outputs: np.ndarray, temperature: float) -> np.ndarray:
     """Graph outputs (N, 10) -> float64 probabilities, softmax(outputs / temperature) (`calibration.softmax`)."""
     return softmax(outputs, temperature)
 
 
-def graph_outputs(session: Any, images: np.ndarray, input_name: str = INPUT_NAME, output_name: str = OUTPUT_NAME,
-                  batch: int = 512) -> np.ndarray:
-    """The graph's raw outputs for uint8 images (N, 28, 28), normalized by `to_model_input`, `batch` at a time."""
+def graph_outputs(session: Any, images: np.ndarray, input_name: str = INPUT_NAME,
+                  output_name: str | tuple[str, ...] = OUTPUT_NAME, batch: int = 512) -> Any:
+    """The graph's raw outputs for uint8 images (N, 28, 28), normalized by `to_model_input`, `batch` at a time:
+    one array for one output name, a list of arrays (one run of the graph) for a tuple of names."""
+    names = [output_name] if isinstance(output_name, str) else list(output_name)
     x = to_model_input(images)
-    if len(x) <= batch:
-        return session.run([output_name], {input_name: x})[0]
-    return np.concatenate([session.run([output_name], {input_name: x[s : s + batch]})[0]
-                           for s in range(0, len(x), batch)])
+    runs = [session.run(names, {input_name: x[s : s + batch]}) for s in range(0, max(len(x), 1), batch)]
+    outputs = [runs[0][i] if len(runs) == 1 else np.concatenate([r[i] for r in runs]) for i in range(len(names))]
+    return outputs[0] if isinstance(output_name, str) else outputs

@@ -163,6 +163,14 @@ def service_model_dir(mnist_splits) -> Path:
     return trained_model_dir(mnist_splits)
 
 
+@pytest.fixture(scope="session")
+def ood_model_dir(mnist_splits) -> Path:
+    """Folder of a small CNN whose graph also outputs the not-a-digit score, its spec holding the threshold."""
+    from service_model import ood_model_dir as build
+
+    return build(mnist_splits)
+
+
 @pytest.fixture()
 def client(tmp_path, service_model_dir):
     """The real app in process (ONNX Runtime, SQLite feedback in tmp_path), admin token `service_client.TOKEN`."""

@@ -34,7 +34,7 @@ def _net():
     )
 
 
-def _train(train_x: np.ndarray, train_y: np.ndarray):
+def _train(train_x: np.ndarray, train_y: np.ndarray, make_net=_net, epochs: int = EPOCHS):
     import torch
     import torch.nn.functional as F
 
@@ -42,12 +42,12 @@ def _train(train_x: np.ndarray, train_y: np.ndarray):
 
     torch.manual_seed(SEED)
     x, y = torch.from_numpy(to_model_input(train_x)), torch.from_numpy(train_y.astype(np.int64))
-    net, batch = _net(), 64
-    steps = EPOCHS * (len(x) // batch)
+    net, batch = make_net(), 64
+    steps = epochs * (len(x) // batch)
     opt = torch.optim.Adam(net.parameters(), 2e-3)
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, 4e-3, total_steps=steps)
     net.train()
-    for _ in range(EPOCHS):
+    for _ in range(epochs):
         order = torch.randperm(len(x))
         for i in range(len(x) // batch):
             idx = order[i * batch:(i + 1) * batch]
@@ -68,11 +68,33 @@ def _export(net, splits, dest: Path) -> None:
                  test_images=splits.test_x[:256], dest=dest, model_block=block)
 
 
+OOD_N_TRAIN = 8_000
+OOD_DETECTOR = "msp"
+
+
+def _ood_net():
+    from cnn_ocr.models.base_cnn import BaseCNN
+
+    return BaseCNN(16, 3, True, 64, 0.1)
+
+
+def _export_with_detector(net, splits, dest: Path) -> None:
+    from cnn_ocr.export import export_model
+    from cnn_ocr.ood.graph import Detector, torch_scores
+    from cnn_ocr.ood.metrics import fit_threshold
+
+    val_x, val_y = splits.val_x[:2000], splits.val_y[:2000]
+    threshold = fit_threshold(torch_scores(net, Detector(OOD_DETECTOR, 0.0), val_x), 0.05)
+    block = {"name": "test-cnn-ood", "version": "1", "data_version": splits.name}
+    export_model(net, "base_cnn", val=(val_x, val_y), test_images=splits.test_x[:256], dest=dest,
+                 model_block=block, detector=Detector(OOD_DETECTOR, threshold))
+
+
 # The code that shapes the cached model: the recipe (this file), preprocessing, the model definitions and
 # training code, the export and its spec, calibration. Patterns, so that files added or renamed are covered.
 SHAPING_CODE = ("tests/service_model.py", "cnn_ocr/preprocess.py", "cnn_ocr/export*.py", "cnn_ocr/spec.py",
                 "cnn_ocr/spec/**/*.py", "cnn_ocr/calibration.py", "cnn_ocr/families.py", "cnn_ocr/models/**/*.py",
-                "cnn_ocr/fit/**/*.py")
+                "cnn_ocr/fit/**/*.py", "cnn_ocr/ood/**/*.py")
 
 
 def shaping_files() -> list[Path]:
@@ -99,6 +121,21 @@ def trained_model_dir(splits) -> Path:
         if not (final / "spec.json").is_file():
             net = _train(splits.train_x[:N_TRAIN], splits.train_y[:N_TRAIN])
             _export(net, splits, final)
+    return final
+
+
+def ood_model_dir(splits) -> Path:
+    """Folder with model.onnx (logits + "ood_score") + spec.json ("ood" block, threshold refusing 5 % of validation
+    digits) of a small base CNN trained briefly on real MNIST (trained once, then cached)."""
+    final = CACHE / f"{cache_key()}-ood"
+    if (final / "spec.json").is_file():
+        return final
+    CACHE.mkdir(parents=True, exist_ok=True)
+    with open(CACHE / ".lock", "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        if not (final / "spec.json").is_file():
+            net = _train(splits.train_x[:OOD_N_TRAIN], splits.train_y[:OOD_N_TRAIN], _ood_net, epochs=2)
+            _export_with_detector(net, splits, final)
     return final
 
 

@@ -224,7 +224,7 @@ function drawBoxes(digits) {
     octx.strokeStyle = d.status === "ok" ? "#1f6feb" : "#b45309";
     octx.strokeRect(f.x + x * f.scale, f.y + y * f.scale, w * f.scale, h * f.scale);
     octx.fillStyle = octx.strokeStyle;
-    octx.fillText(`${d.digit}${d.status === "ok" ? "" : "?"}`, f.x + x * f.scale, Math.max(16, f.y + y * f.scale - 4));
+    octx.fillText(d.digit === null ? "?" : `${d.digit}${d.status === "ok" ? "" : "?"}`, f.x + x * f.scale, Math.max(16, f.y + y * f.scale - 4));
   }
 }
 

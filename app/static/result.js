@@ -1,10 +1,16 @@
 // Showing answers: one digit (bars, what the model saw), a row (one button per digit), errors, corrections.
 // The result panel's data-state tells what is on screen: idle, drawing, reading, done or error.
 const $ = (id) => document.getElementById(id);
-// POST /feedback takes labels 0-9 today. When it also takes "not_a_digit", set this to true: the hidden
-// "Not a digit" button in index.html is then offered beside 0-9.
-const NOT_A_DIGIT = false;
+// POST /feedback takes "not_a_digit" as well as 0-9: the "Not a digit" button is offered beside the digits.
+const NOT_A_DIGIT = true;
 const REASONS = { blank: "the box is empty", "too small": "the mark is too small to read", "a dot": "it is only a dot" };
+// A mark the model's not-a-digit check refused: said in words, and no digit guess is shown as the answer.
+const NOT_DIGIT_REASON = "not_a_digit";
+const NOT_DIGIT_TEXT = "That doesn't look like a digit";
+
+function refusedAsNotDigit(d) {
+  return d.status === "no_digit" && d.reason === NOT_DIGIT_REASON;
+}
 const FAMILIES = { improved_cnn: "improved CNN", base_cnn: "basic CNN", svm: "SVM", ensemble: "CNN ensemble" };
 
 let target = null;  // what a correction applies to: {prediction_id, digit, item}
@@ -50,7 +56,10 @@ export function showPrediction(data) {
   resetResult("");
   const sure = data.status === "ok";
   $("result").className = data.status === "no_digit" ? "none" : (sure ? "sure" : "unsure");
-  if (data.status === "no_digit") {
+  if (refusedAsNotDigit(data)) {
+    $("status").textContent = `${NOT_DIGIT_TEXT} (reason: it is unlike the digits the model knows). `
+      + "If it is one, choose the right digit below.";
+  } else if (data.status === "no_digit") {
     $("status").textContent = `No digit found: ${REASONS[data.reason] || data.reason || "nothing to read"}.`;
   } else if (sure) {
     $("digit").textContent = String(data.digit);
@@ -64,7 +73,9 @@ export function showPrediction(data) {
   $("top3").replaceChildren(...(data.status === "no_digit" ? [] : top.map(([d, p]) => barItem(d, p))));
   $("seen-figure").hidden = !data.input_image;
   if (data.input_image) $("seen").src = data.input_image;
-  if (data.digit !== null) setTarget({ prediction_id: data.prediction_id, digit: data.digit, item: null });
+  if (data.digit !== null || refusedAsNotDigit(data)) {
+    setTarget({ prediction_id: data.prediction_id, digit: data.digit, item: null });
+  }
   setState("done");
 }
 
@@ -86,14 +97,22 @@ function barItem(digit, p) {
   return li;
 }
 
+function markText(d) {
+  if (d.status === "no_digit") return "?";
+  return d.status === "ok" ? String(d.digit) : `${d.digit}?`;
+}
+
 export function showRead(data) {
   resetResult("");
   const unsure = data.digits.filter((d) => d.status !== "ok").length;
   $("result").className = data.status === "no_digit" ? "none" : (unsure ? "unsure" : "sure");
-  $("digit").textContent = data.digits.map((d) => (d.status === "ok" ? d.digit : `${d.digit}?`)).join("") || "–";
+  $("digit").textContent = data.digits.map(markText).join("") || "–";
   const n = data.digits.length;
-  $("status").textContent = !n ? "No digits found." : `${n} digit${n === 1 ? "" : "s"}`
-    + (unsure ? `, ${unsure} not sure: choose a digit below to check it.` : ". Choose one to correct it.");
+  const refused = data.digits.filter(refusedAsNotDigit).length;
+  $("status").textContent = !n ? "No digits found." : (refused === n ? `${n === 1 ? NOT_DIGIT_TEXT
+    : "Those don't look like digits"} (reason: unlike the digits the model knows). Choose one to correct it.`
+    : `${n} digit${n === 1 ? "" : "s"}` + (refused ? `, ${refused} not like a digit (?)` : "")
+    + (unsure > refused ? `, ${unsure - refused} not sure: choose one below to check it.` : ". Choose one to correct it."));
   const items = data.digits.map((d, i) => digitItem(d, i, n));
   $("digits").replaceChildren(...items);
   $("digits").hidden = !items.length;
@@ -104,16 +123,17 @@ function digitItem(d, i, n) {
   const li = document.createElement("li");
   const button = document.createElement("button");
   button.type = "button";
+  const notDigit = refusedAsNotDigit(d);
   button.className = d.status === "ok" ? "sure" : "unsure";
   button.setAttribute("aria-pressed", "false");
   const where = document.createElement("span");
   where.className = "sr-only";
-  where.textContent = `Digit ${i + 1} of ${n}${d.status === "ok" ? "" : ", not sure"}: `;
+  where.textContent = `Digit ${i + 1} of ${n}${notDigit ? ", not a digit" : d.status === "ok" ? "" : ", not sure"}: `;
   const img = document.createElement("img");
   img.src = d.input_image;
   img.alt = "";
   const cap = document.createElement("span");
-  cap.textContent = `${d.digit}${d.status === "ok" ? "" : "?"} · ${(d.confidence * 100).toFixed(0)}%`;
+  cap.textContent = notDigit ? "not a digit" : `${d.digit}${d.status === "ok" ? "" : "?"} · ${(d.confidence * 100).toFixed(0)}%`;
   button.append(where, img, cap);
   button.addEventListener("click", () => {
     for (const other of $("digits").querySelectorAll("button")) other.setAttribute("aria-pressed", "false");
@@ -131,9 +151,10 @@ function setTarget(next) {
   for (const b of document.querySelectorAll(".digit-buttons button")) b.setAttribute("aria-pressed", "false");
   document.querySelector(".not-digit").hidden = !NOT_A_DIGIT;
   if (next) {
+    const readAs = next.digit === null ? "not a digit" : `read as ${next.digit}`;
     $("feedback-label").textContent = next.count
-      ? `Digit ${next.index + 1} of ${next.count} (read as ${next.digit}) is really…`
-      : "Wrong? The right digit is…";
+      ? `Digit ${next.index + 1} of ${next.count} (${readAs}) is really…`
+      : (next.digit === null ? "Is it a digit after all? It is…" : "Wrong? The right digit is…");
   }
 }
 
@@ -154,7 +175,7 @@ async function sendFeedback(button) {
     for (const b of document.querySelectorAll(".digit-buttons button")) b.setAttribute("aria-pressed", String(b === button));
     const said = label === "not_a_digit" ? "not a digit" : String(label);
     $("feedback-status").textContent = `Thanks: saved as ${said}.`;
-    if (current.item) current.item.textContent = `${said} ✓ (was ${current.digit})`;
+    if (current.item) current.item.textContent = `${said} ✓ (was ${current.digit ?? "not a digit"})`;
   } catch (err) {
     $("feedback-status").textContent = "The feedback could not be sent.";
   }

@@ -46,10 +46,11 @@ def read_rows(paths: Sequence[str], model: Any, ref: ModelRef, limits: ReadLimit
     """Result rows for `paths`, in order; a file that cannot be read is a row with `error` set."""
     contents = [_read_file(p, limits.max_bytes) for p in paths]
     readable = [c for c in contents if isinstance(c, bytes)]
-    answers = iter(read_many(readable, model.probabilities, limits))
+    ood = model.spec.ood
+    answers = iter(read_many(readable, model.predict, limits, None if ood is None else ood.threshold))
     rows = []
     for path, content in zip(paths, contents, strict=True):
         answer = next(answers) if isinstance(content, bytes) else \
-            {"text": None, "status": "error", "reason": None, "digits": [], "error": content}
-        rows.append({"path": path, **answer, "ood_score": None, "model_name": ref.name, "model_version": ref.version})
+            {"text": None, "status": "error", "reason": None, "digits": [], "ood_score": None, "error": content}
+        rows.append({"path": path, **answer, "model_name": ref.name, "model_version": ref.version})
     return pa.Table.from_pylist(rows, schema=SCHEMA)

@@ -100,7 +100,8 @@ def export(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Write all stored corrections as a new data version `data/processed/feedback-<n>` (npy + meta.json)."""
+    """Write all stored corrections as a new data version `data/processed/feedback-<n>` (npy + meta.json): digit
+    corrections as its train split, "not a digit" corrections as `negatives_x.npy`."""
     from cnn_ocr.feedback import FeedbackError, export_feedback
 
     setup_logging()
