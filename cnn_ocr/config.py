@@ -18,6 +18,7 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 from cnn_ocr.families import FAMILIES, TABLE
+from cnn_ocr.photo_params import PhotosParams
 from cnn_ocr.params_base import Strict
 
 PARAMS_FILE = Path("params.yaml")
@@ -160,6 +161,7 @@ class Params(Strict):
     ensemble: EnsembleParams
     select: SelectParams
     export: ExportParams
+    photos: PhotosParams
     profile: str | None  # name of a `profiles` entry applied under the explicit overrides
     profiles: dict[str, dict[str, Any]]  # name -> {dotted.key: value}, e.g. the `fast` training profile
 

@@ -24,6 +24,7 @@ COMMAND_MODULES = [
     "models_cmd",
     "experiments_cmd",
     "serve_cmd",
+    "photos_cmd",
 ]
 
 for _name in COMMAND_MODULES:
