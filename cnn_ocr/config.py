@@ -18,8 +18,8 @@ import yaml
 from pydantic import BaseModel, Field, ValidationError, create_model, model_validator
 
 from cnn_ocr.families import FAMILIES, TABLE
-from cnn_ocr.photo_params import PhotosParams
 from cnn_ocr.params_base import Strict
+from cnn_ocr.photo_params import PhotosParams
 
 PARAMS_FILE = Path("params.yaml")
 
