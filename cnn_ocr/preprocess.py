@@ -185,6 +185,10 @@ def extract_ink(gray: np.ndarray, scale: float = 1.0) -> Ink:
 
 
 def _extract(g: np.ndarray, scale: float) -> Ink:
+    from cnn_ocr import photo
+
+    if photo.is_photo(g) and is_dark_ink(g):  # a phone photo of paper: light, ruling, local threshold
+        return photo.photo_ink(g, scale)
     ink = 255.0 - g if is_dark_ink(g) else g
     empty = np.zeros(ink.shape, bool)
     threshold = otsu_threshold(ink)
