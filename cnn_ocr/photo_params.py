@@ -60,7 +60,6 @@ class PhotosParams(Strict):
 class CrnnParams(Strict):
     """`params.crnn`: the segmentation-free line recognizer and its CTC training on synthetic strings."""
 
-    height: int = Field(ge=16, le=64)  # line image height fed to the network
     channels: list[int]
     hidden: int = Field(ge=8, le=1024)
     lr: float = Field(gt=0, le=1)
