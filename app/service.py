@@ -19,8 +19,8 @@ from app.model_store import LoadedModel, ModelStore, NoModelError
 from app.settings import Settings
 from cnn_ocr.decode import decode_image
 from cnn_ocr.feedback import FeedbackStore, PredictionRecord
-from cnn_ocr.preprocess import Prepared, extract_ink, prepare_gray
-from cnn_ocr.segment import segment_digits
+from cnn_ocr.preprocess import Prepared, prepare_gray
+from cnn_ocr.reader import ReadLimits, find_digits, judge, line_status
 
 
 @dataclass(frozen=True)
@@ -76,9 +76,7 @@ class OcrService:
                                         (reasons or [None] * len(images))[i] or "blank")
                                  for i in range(len(images))]
         for row, i in zip(probs, present, strict=True):
-            digit = int(row.argmax())
-            confidence = float(row[digit])
-            status = "ok" if confidence >= self.settings.uncertain_threshold else "uncertain"
+            digit, confidence, status = judge(row, self.settings.uncertain_threshold)
             answers[i] = Answer(digit, confidence, [round(float(p), 6) for p in row], status, images[i])
         for answer in answers:
             self.metrics.observe_prediction(answer.digit, answer.status)
@@ -107,13 +105,9 @@ class OcrService:
 
     def read(self, item: ImageInput) -> dict:
         """All digits of a line, left to right."""
-        if item.pixels is not None:
-            gray, scale = item.pixels, 1.0
-        else:
-            decoded = decode_image(item.data or b"", max_bytes=self.settings.max_bytes,
-                                   max_pixels=self.settings.max_pixels)
-            gray, scale = decoded.gray, decoded.scale
-        segments = segment_digits(extract_ink(gray, scale), self.settings.read_max_digits)
+        limits = ReadLimits(self.settings.max_bytes, self.settings.max_pixels, self.settings.read_max_digits,
+                            self.settings.uncertain_threshold)
+        segments = find_digits(item.data, item.pixels, limits).segments
         model = self.model()
         answers = self.classify(model, [s.image for s in segments])
         read_id, ids = uuid.uuid4().hex, [uuid.uuid4().hex for _ in answers]
@@ -121,8 +115,7 @@ class OcrService:
         digits = [{"digit": a.digit, "confidence": round(a.confidence, 6), "status": a.status, "box": list(s.box),
                    "prediction_id": pid, "input_image": png_data_url(s.image)}
                   for a, s, pid in zip(answers, segments, ids, strict=True)]
-        status = "no_digit" if not digits else ("uncertain" if any(d["status"] == "uncertain" for d in digits)
-                                                 else "ok")
+        status = line_status([d["status"] for d in digits])
         return {"prediction_id": read_id, "text": "".join(str(d["digit"]) for d in digits), "status": status,
                 "digits": digits, "model": {"name": model.info.name, "version": model.info.version}}
 
