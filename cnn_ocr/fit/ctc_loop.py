@@ -83,7 +83,7 @@ def train_crnn(params: CrnnParams, train_x: np.ndarray, train_y: np.ndarray, ste
         torch.nn.utils.clip_grad_norm_(model.parameters(), 5.0)
         opt.step()
         sched.step()
-        losses.append(float(loss))
+        losses.append(float(loss.detach()))
         if step % 100 == 0:
             log.info("crnn step %d/%d: ctc loss %.3f", step, steps, float(np.mean(losses[-100:])))
     return model.eval(), losses
