@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-NAMES = ("training", "inference", "service", "mainjob")
+NAMES = ("training", "inference", "service", "mainjob", "photos")
 
 
 def main(argv: list[str] | None = None) -> int:
