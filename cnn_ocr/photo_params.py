@@ -68,4 +68,5 @@ class CrnnParams(Strict):
     train_strings: int = Field(ge=1)  # synthetic strings drawn per epoch of the generator
     max_digits: int = Field(ge=1, le=32)
     seed: int
+    threads: int = Field(ge=1, le=256)  # torch threads while training (1 is fastest on a shared CPU)
     out_dir: Path

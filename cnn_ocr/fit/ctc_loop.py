@@ -67,6 +67,7 @@ def train_crnn(params: CrnnParams, train_x: np.ndarray, train_y: np.ndarray, ste
 
     rng = np.random.default_rng(params.seed)
     torch.manual_seed(params.seed)
+    torch.set_num_threads(params.threads)
     strings = synthetic_strings(train_x, train_y, params.train_strings, params.max_digits, rng)
     model = build(params)
     steps = steps or params.steps
