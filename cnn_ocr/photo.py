@@ -4,12 +4,12 @@ Only photo-like input takes this path (`is_photo`: a large frame whose paper is 
 camera's noise and light make it); canvas drawings, MNIST-format 28x28 images and clean scans keep the
 global-Otsu path of `cnn_ocr.preprocess` unchanged. On a photo:
 
-1. shrink early to `WORK_SIDE` (block means: cheap, and they average the sensor noise away);
+1. shrink early to `WORK_SIDE` (a box filter: cheap, and it averages the sensor noise away);
 2. flatten the light: the paper's level is estimated at a large scale (a grey closing of a coarse copy,
    which removes dark strokes but keeps a gradient or a shadow) and divided out;
 3. remove ruled and grid lines: the tilt that makes rows of dark pixels line up best (projection profiles
-   over a few degrees) finds them; a row that is dark across most of the frame is a line and is wiped,
-   except where a stroke crosses it (dark just above and just below);
+   over a few degrees) finds them; a row that is dark across most of the frame is a line: its darkness is
+   divided out, and what stays faint there is wiped unless a stroke crosses it (dark above and below);
 4. threshold locally (Sauvola) and keep the components connected to strong ink (hysteresis, specks out).
 
 The result is an `Ink` in the frame's coordinates (scale includes the shrink), so boxes map back.
@@ -43,7 +43,7 @@ STROKE_DARK = 0.2
 # Sauvola: window (share of the shorter side), k and dynamic range R of the normalized image; darkness
 # (1 - level / paper) a pixel needs to be strong ink, and the share of that its soft edge keeps.
 SAUVOLA_WINDOW = 0.06
-SAUVOLA_K = 0.2
+SAUVOLA_K = 0.1
 SAUVOLA_R = 0.5
 STRONG_DARK = 0.2
 EDGE_SHARE = 0.35
@@ -68,10 +68,16 @@ def _block_mean(g: np.ndarray, k: int) -> np.ndarray:
     return g[:h, :w].reshape(h // k, k, w // k, k).mean(axis=(1, 3), dtype=np.float32)
 
 
-def shrink(gray: np.ndarray) -> tuple[np.ndarray, int]:
-    """The frame reduced by an integer factor so that its longer side is at most WORK_SIDE."""
-    k = int(np.ceil(max(gray.shape) / WORK_SIDE))
-    return _block_mean(gray, k), k
+def shrink(gray: np.ndarray) -> tuple[np.ndarray, float]:
+    """The frame reduced (box filter) so that its longer side is at most WORK_SIDE, and the factor."""
+    from PIL import Image
+
+    k = max(gray.shape) / WORK_SIDE
+    if k <= 1:
+        return gray, 1.0
+    size = (max(1, round(gray.shape[1] / k)), max(1, round(gray.shape[0] / k)))
+    small = Image.fromarray(np.ascontiguousarray(gray, dtype=np.float32), mode="F").resize(size, Image.Resampling.BOX)
+    return np.asarray(small, dtype=np.float32), gray.shape[1] / size[0]
 
 
 def paper_level(g: np.ndarray) -> np.ndarray:
@@ -108,7 +114,7 @@ def line_tilt(dark: np.ndarray) -> float:
 
 
 def remove_lines(dark: np.ndarray, deg: float) -> np.ndarray:
-    """`dark` with rows that are dark across the frame (at tilt `deg`) wiped, except where strokes cross."""
+    """`dark` with the rows that are dark across the frame (at tilt `deg`) taken out, strokes on them kept."""
     from scipy import ndimage
 
     h, w = dark.shape
@@ -127,8 +133,14 @@ def remove_lines(dark: np.ndarray, deg: float) -> np.ndarray:
     above = np.pad(wide, ((reach, 0), (0, 0)), mode="edge")[:h]
     below = np.pad(wide, ((0, reach), (0, 0)), mode="edge")[reach:]
     crossing = (above > STROKE_DARK) & (below > STROKE_DARK)
+    # on the line, divide the line's own darkness out (ink over a line: 1 - d = (1 - line) (1 - ink)), so a
+    # stroke running along a line keeps its ink; what stays faint and crosses nothing is the line itself
+    values = dark[on_line]
+    strength = float(np.percentile(values[values > LINE_DARK], 75)) if (values > LINE_DARK).any() else 0.0
+    ink = np.clip(1.0 - (1.0 - values) / max(1.0 - strength, 0.05), 0.0, 1.0)
+    ink[(ink < STROKE_DARK) & ~crossing[on_line]] = 0.0
     out = dark.copy()
-    out[on_line & ~crossing] = 0.0
+    out[on_line] = ink
     return out
 
 
@@ -142,7 +154,7 @@ def sauvola(level: np.ndarray, window: int) -> np.ndarray:
     return level < mean * (1.0 + SAUVOLA_K * (std / SAUVOLA_R - 1.0))
 
 
-def clean(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, int]:
+def clean(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     """A photo -> (darkness 0..1 with light flattened and lines removed, local ink mask, shrink factor)."""
     g, k = shrink(gray)
     dark = np.clip(1.0 - g / paper_level(g), 0.0, 1.0).astype(np.float32)

@@ -187,7 +187,7 @@ def extract_ink(gray: np.ndarray, scale: float = 1.0) -> Ink:
 def _extract(g: np.ndarray, scale: float) -> Ink:
     from cnn_ocr import photo
 
-    if photo.is_photo(g) and is_dark_ink(g):  # a phone photo of paper: light, ruling, local threshold
+    if photo.is_photo(g):  # a phone photo of paper: uneven light, ruling, pencil; read as dark ink on paper
         return photo.photo_ink(g, scale)
     ink = 255.0 - g if is_dark_ink(g) else g
     empty = np.zeros(ink.shape, bool)
