@@ -24,7 +24,7 @@ DEFAULT_MAX_PIXELS = 25_000_000
 # Larger images are reduced before analysis: a digit needs far fewer pixels than a 25 MP photo.
 MAX_WORK_SIDE = 2048
 # A JPEG over twice this on its longer side is decoded at a reduced scale (1/2 to 1/8), at least this large.
-DRAFT_SIDE = 1024
+DRAFT_SIDE = 960
 
 # Magic numbers of formats that are recognisably not one of ours (answered 415, not 400).
 _OTHER_FORMATS: tuple[tuple[bytes, str], ...] = (

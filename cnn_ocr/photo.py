@@ -82,17 +82,17 @@ def shrink(gray: np.ndarray) -> tuple[np.ndarray, float]:
 
 def paper_level(g: np.ndarray) -> np.ndarray:
     """The paper's brightness at every pixel (light and shadow, not ink), same shape as `g`."""
+    from PIL import Image
     from scipy import ndimage
 
     coarse = _block_mean(g, BG_FACTOR)
     closed = ndimage.grey_closing(coarse, size=(BG_CLOSING, BG_CLOSING), mode="nearest")
     closed = ndimage.uniform_filter(closed, 3, mode="nearest")
-    full = ndimage.zoom(closed, (g.shape[0] / closed.shape[0], g.shape[1] / closed.shape[1]), order=1,
-                        mode="nearest", grid_mode=True)
-    out = np.empty_like(g)
-    out[:] = full[:g.shape[0], :g.shape[1]].mean() if full.shape != g.shape else 0
-    out[:full.shape[0], :full.shape[1]] = full[:g.shape[0], :g.shape[1]]
-    return np.maximum(out, 1.0)
+    # the coarse grid covers whole blocks; stretched over them, the leftover rows / columns take the edge
+    h, w = closed.shape[0] * BG_FACTOR, closed.shape[1] * BG_FACTOR
+    full = np.asarray(Image.fromarray(closed, mode="F").resize((w, h), Image.Resampling.BILINEAR), np.float32)
+    full = np.pad(full, ((0, max(0, g.shape[0] - h)), (0, max(0, g.shape[1] - w))), mode="edge")
+    return np.maximum(full[:g.shape[0], :g.shape[1]], 1.0)
 
 
 def line_tilt(dark: np.ndarray) -> float:
