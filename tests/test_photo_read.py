@@ -57,3 +57,19 @@ def test_missing_file_and_not_an_image_are_one_line_errors(tmp_path, service_mod
     assert done.returncode == 1
     answer = json.loads(done.stdout)
     assert answer["status"] == "error" and "undecodable" in answer["error"]
+
+
+@pytest.mark.model
+def test_read_line_without_a_recognizer_is_the_read_answer(mnist_splits, project_params, service_model_dir):
+    from app.model_store import load_model_dir
+    from cnn_ocr.line_read import read_line
+    from cnn_ocr.reader import ReadLimits, read_many
+
+    model = load_model_dir(service_model_dir, threads=1, source="test")
+    x, y = mnist_splits.test_x, mnist_splits.test_y
+    for kind, i in (("numbers", 2), ("touching", 2), ("heldout", 0)):
+        data = generate(project_params.photos, x, y, kind, i, megapixels=2.0).data
+        ours = read_line(data, None, model.probabilities, ReadLimits())
+        theirs = read_many([data], model.probabilities, ReadLimits())[0]
+        assert ours["source"] == "segmentation"
+        assert {k: ours[k] for k in theirs} == theirs
