@@ -12,18 +12,16 @@ global-Otsu path of `cnn_ocr.preprocess` unchanged. On a photo:
    divided out, and what stays faint there is wiped unless a stroke crosses it (dark above and below);
 4. threshold locally (Sauvola) and keep the components connected to strong ink (hysteresis, specks out).
 
-The result is an `Ink` in the frame's coordinates (scale includes the shrink), so boxes map back.
+The result has `Ink`'s fields in the frame's coordinates (scale includes the shrink), so boxes map back.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from collections.abc import Callable
+from dataclasses import dataclass
 
 import numpy as np
-
-if TYPE_CHECKING:
-    from cnn_ocr.preprocess import Ink
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +46,10 @@ SAUVOLA_R = 0.5
 STRONG_DARK = 0.2
 EDGE_SHARE = 0.35
 MIN_EXTENT = 6
+# Ink at least this dark (the 90th percentile of the strong pixels) and pieces with this share of the
+# largest piece's strong pixels, as on the global path.
+MIN_CORE = 40 / 255
+SPECK_SHARE = 0.02
 SLIVER = 2
 
 
@@ -165,27 +167,48 @@ def clean(gray: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
     return dark, local, k
 
 
-def photo_ink(gray: np.ndarray, scale: float) -> Ink:
-    """A photo as `Ink` (light on black, the kept strokes) in the frame's coordinates."""
-    from cnn_ocr.preprocess import MIN_CONTRAST, Ink, _hysteresis, _no_digit_reason
+@dataclass(frozen=True)
+class PhotoInk:
+    """A photo's ink (light on black, float32), the kept strokes, the strong pixels, why there is no digit
+    (None when there is one) and the factor back to the original's pixels; `cnn_ocr.preprocess.Ink`'s fields."""
 
+    image: np.ndarray
+    mask: np.ndarray
+    strong: np.ndarray
+    no_digit: str | None
+    scale: float
+
+
+def photo_ink(gray: np.ndarray, scale: float, judge: Callable[[np.ndarray], str | None]) -> PhotoInk:
+    """A photo's ink in the frame's coordinates; `judge` says why a mask of ink is no digit (a dot, ...)."""
     dark, local, k = clean(gray)
     scale *= k
     strong = local & (dark > STRONG_DARK)
     empty = np.zeros(dark.shape, bool)
     if strong.sum() < MIN_EXTENT:
-        return Ink(np.zeros_like(dark), empty, empty, "blank", scale)
+        return PhotoInk(np.zeros_like(dark), empty, empty, "blank", scale)
     core = float(np.percentile(dark[strong], 90))
-    if core * 255.0 < MIN_CONTRAST:
-        return Ink(np.zeros_like(dark), empty, empty, "blank", scale)
-    mask = _without_slivers(_hysteresis(np.where(local, dark, 0.0), strong, EDGE_SHARE * core))
+    if core < MIN_CORE:
+        return PhotoInk(np.zeros_like(dark), empty, empty, "blank", scale)
+    mask = _without_slivers(_connected_to_strong(local & (dark > EDGE_SHARE * core), strong))
     strong &= mask
     image = np.clip(dark * (255.0 / core), 0, 255).astype(np.float32)
     image[~mask] = 0
-    return Ink(image, mask, strong, _reason(mask, _no_digit_reason), scale)
+    return PhotoInk(image, mask, strong, _reason(mask, judge), scale)
 
 
-def _reason(mask: np.ndarray, judge) -> str | None:
+def _connected_to_strong(candidate: np.ndarray, strong: np.ndarray) -> np.ndarray:
+    """Hysteresis: the candidate pieces holding enough strong pixels (specks, a few, are dropped)."""
+    from scipy import ndimage
+
+    labels, n = ndimage.label(candidate, structure=np.ones((3, 3), bool))
+    counts = np.bincount(labels[strong & candidate], minlength=n + 1)
+    counts[0] = 0
+    keep = counts >= max(2, SPECK_SHARE * counts.max())
+    return keep[labels]
+
+
+def _reason(mask: np.ndarray, judge: Callable[[np.ndarray], str | None]) -> str | None:
     """Why there is no digit: judged on the writing's own neighbourhood, not the whole frame."""
     rows, cols = np.flatnonzero(mask.any(1)), np.flatnonzero(mask.any(0))
     if rows.size == 0:
