@@ -56,7 +56,7 @@ def _recognizer(params: Any) -> Any | None:
 def _readings(model: Any, recognizer: Any | None, data: bytes | None, gray: np.ndarray | None) -> dict[str, str]:
     """The text read by segmentation + classifier, by the CRNN and by the two combined (`ocr read
     --recognizer`), all from the same ink."""
-    from cnn_ocr.line_read import ink_of, recognized, segmented
+    from cnn_ocr.line_read import choose, ink_of, recognized, segmented
     from cnn_ocr.reader import ReadLimits
 
     limits = ReadLimits()
@@ -66,7 +66,7 @@ def _readings(model: Any, recognizer: Any | None, data: bytes | None, gray: np.n
     if recognizer is not None:
         rec = recognized(ink, recognizer, limits) if ink.no_digit is None else seg
         out["crnn"] = rec.text
-        out["combined"] = rec.text if rec.digits and rec.weakest > seg.weakest else seg.text
+        out["combined"] = choose(seg, rec).text
     return out
 
 

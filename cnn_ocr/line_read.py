@@ -2,8 +2,9 @@
 
 Segmentation splits the ink into digits and classifies each; the recognizer (CRNN + CTC) reads the whole
 line and needs no split, which is what touching and overlapping digits need. Both readings come with a
-box and a confidence per digit; the one whose weakest digit is the more confident is kept (ties keep
-segmentation), and the answer says which (`source`). Without a recognizer this is exactly `/read`'s
+box and a confidence per digit. When they count a different number of digits the recognizer's is kept
+(segmentation miscounts touching and broken digits), else the one whose weakest digit is the more
+confident (ties keep segmentation); the answer says which (`source`). Without a recognizer this is exactly `/read`'s
 reading (`cnn_ocr.reader`).
 """
 
@@ -66,15 +67,21 @@ def recognized(ink: Ink, recognizer: Any, limits: ReadLimits) -> Reading:
                      "box": [int(v) for v in d.box]} for d in found], "recognizer")
 
 
+def choose(seg: Reading, rec: Reading) -> Reading:
+    """The kept reading: the recognizer's when the two count a different number of digits (segmentation
+    miscounts touching or broken digits), else the one whose weakest digit is the more confident."""
+    if rec.digits and len(rec.digits) != len(seg.digits):
+        return rec
+    return rec if rec.digits and rec.weakest > seg.weakest else seg
+
+
 def read_line(data: bytes | None, pixels: np.ndarray | None, probabilities: Probabilities, limits: ReadLimits,
               recognizer: Any | None = None) -> dict[str, Any]:
     """One image's answer (text, status, reason, digits, source); `ImageError` for bad input."""
     ink = ink_of(data, pixels, limits)
     reading = segmented(ink, probabilities, limits)
     if recognizer is not None and ink.no_digit is None:
-        other = recognized(ink, recognizer, limits)
-        if other.digits and other.weakest > reading.weakest:
-            reading = other
+        reading = choose(reading, recognized(ink, recognizer, limits))
     return {"text": reading.text, "status": line_status([d["status"] for d in reading.digits]),
             "reason": None if reading.digits else (ink.no_digit or "blank"), "digits": reading.digits,
             "source": reading.source, "error": None}
