@@ -36,7 +36,7 @@ BG_CLOSING = 9
 # Lines: tilts tried (degrees) and a row is a line when this share of the frame's width is dark on it.
 TILTS = np.linspace(-6.0, 6.0, 49)
 LINE_DARK = 0.08
-LINE_COVER = 0.55
+LINE_COVER = 0.4
 STROKE_DARK = 0.2
 # Sauvola: window (share of the shorter side), k and dynamic range R of the normalized image; darkness
 # (1 - level / paper) a pixel needs to be strong ink, and the share of that its soft edge keeps.
