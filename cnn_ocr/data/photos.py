@@ -69,15 +69,15 @@ def _scaled(digit: np.ndarray, height: int) -> np.ndarray:
     return np.asarray(img, np.float32) / 255.0
 
 
-def compose_line(digits: list[np.ndarray], height: int, gaps: np.ndarray, rng: np.random.Generator
-                 ) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
+def compose_line(digits: list[np.ndarray], height: int, gaps: np.ndarray, rng: np.random.Generator,
+                 baseline: float = 0.08) -> tuple[np.ndarray, list[tuple[int, int, int, int]]]:
     """Digits (28x28, white on black) side by side as ink alpha in [0, 1], with per-digit boxes.
 
     `gaps` are in digit heights (negative: the digits overlap); each digit gets a slightly different size
-    and baseline, as handwriting does.
+    and a baseline moved by up to `baseline` digit heights, as handwriting does.
     """
     parts = [_scaled(d, max(8, round(height * rng.uniform(0.85, 1.1)))) for d in digits]
-    offsets = [round(height * rng.uniform(-0.08, 0.08)) for _ in parts]
+    offsets = [round(height * rng.uniform(-baseline, baseline)) for _ in parts]
     xs, x = [], 0
     for i, part in enumerate(parts):
         xs.append(x)

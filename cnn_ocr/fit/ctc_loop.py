@@ -1,7 +1,7 @@
 """Training the line recognizer with CTC on synthetic strings of MNIST digits.
 
 A string is 1-`max_digits` digits composed like handwriting (`cnn_ocr.data.photos.compose_line`): random
-spacing from overlapping strokes to wide gaps, varying size and baseline; it goes through the same
+spacing from overlapping strokes to wide gaps, varying size, baselines from steady to wandering; it goes through the same
 `line_input` as a line of a photo. Training uses MNIST training digits; `string_accuracy` is measured on
 strings of test digits.
 """
@@ -21,6 +21,7 @@ log = logging.getLogger(__name__)
 
 GAPS = (-0.25, 0.5)  # digit heights: overlapping .. wide
 HEIGHTS = (28, 64)
+BASELINES = (0.05, 0.5)  # how far (digit heights) each digit's baseline may wander
 
 
 @dataclass(frozen=True)
@@ -38,7 +39,7 @@ def synthetic_strings(x: np.ndarray, y: np.ndarray, n: int, max_digits: int, rng
         k = int(rng.integers(1, max_digits + 1))
         idx = rng.integers(0, len(x), k)
         height = int(rng.integers(*HEIGHTS))
-        alpha, _ = compose_line([x[i] for i in idx], height, rng.uniform(*GAPS, k), rng)
+        alpha, _ = compose_line([x[i] for i in idx], height, rng.uniform(*GAPS, k), rng, rng.uniform(*BASELINES))
         line = line_input(alpha * 255.0)
         if line is None:
             continue
