@@ -2,9 +2,10 @@
 
 Segmentation splits the ink into digits and classifies each; the recognizer (CRNN + CTC) reads the whole
 line and needs no split, which is what touching and overlapping digits need. Both readings come with a
-box and a confidence per digit. When they count a different number of digits the recognizer's is kept
-(segmentation miscounts touching and broken digits), else the one whose weakest digit is the more
-confident (ties keep segmentation); the answer says which (`source`). Without a recognizer this is exactly `/read`'s
+box and a confidence per digit. When they count a different number of digits, the recognizer's is kept if
+segmentation cut a piece wider than the line is tall (touching digits) or the recognizer is the surer;
+otherwise the reading whose weakest digit is the more confident (ties keep segmentation). The answer says
+which (`source`). Without a recognizer this is exactly `/read`'s
 reading (`cnn_ocr.reader`).
 """
 
@@ -19,6 +20,9 @@ from cnn_ocr.decode import decode_image
 from cnn_ocr.preprocess import Ink, extract_ink
 from cnn_ocr.reader import Probabilities, ReadLimits, judge, line_status
 from cnn_ocr.segment import segment_digits
+
+# A piece this many times wider than the line's median digit height holds more than one digit.
+WIDE = 1.0
 
 
 @dataclass(frozen=True)
@@ -68,11 +72,16 @@ def recognized(ink: Ink, recognizer: Any, limits: ReadLimits) -> Reading:
 
 
 def choose(seg: Reading, rec: Reading) -> Reading:
-    """The kept reading: the recognizer's when the two count a different number of digits (segmentation
-    miscounts touching or broken digits), else the one whose weakest digit is the more confident."""
-    if rec.digits and len(rec.digits) != len(seg.digits):
-        return rec
-    return rec if rec.digits and rec.weakest > seg.weakest else seg
+    """The kept reading. When the two count a different number of digits, the recognizer's if segmentation
+    cut a piece wider than the line is tall (touching digits read as one) or the recognizer is the surer;
+    otherwise the one whose weakest digit is the more confident (ties keep segmentation)."""
+    if not rec.digits:
+        return seg
+    if len(rec.digits) != len(seg.digits):
+        height = float(np.median([d["box"][3] for d in seg.digits])) if seg.digits else 0.0
+        wide = any(d["box"][2] > WIDE * height for d in seg.digits)
+        return rec if wide or rec.weakest > seg.weakest else seg
+    return rec if rec.weakest > seg.weakest else seg
 
 
 def read_line(data: bytes | None, pixels: np.ndarray | None, probabilities: Probabilities, limits: ReadLimits,

@@ -75,14 +75,17 @@ def test_read_line_without_a_recognizer_is_the_read_answer(mnist_splits, project
         assert {k: ours[k] for k in theirs} == theirs
 
 
-def test_the_recognizer_is_kept_when_the_digit_counts_differ_else_the_surer():
+def test_the_recognizer_is_kept_for_touching_digits_else_the_surer_reading():
     from cnn_ocr.line_read import Reading, choose
 
-    def reading(confs: list[float], source: str) -> Reading:
-        return Reading([{"digit": 1, "confidence": c, "status": "ok", "box": [0, 0, 1, 1]} for c in confs], source)
+    def reading(confs: list[float], source: str, width: int = 1) -> Reading:
+        return Reading([{"digit": 1, "confidence": c, "status": "ok", "box": [0, 0, width, 2]} for c in confs],
+                       source)
 
-    seg_two, rec_three = reading([0.99, 0.99], "segmentation"), reading([0.6, 0.7, 0.8], "recognizer")
-    assert choose(seg_two, rec_three).source == "recognizer"  # a touching pair read as one digit
+    rec_three = reading([0.6, 0.7, 0.8], "recognizer")
+    assert choose(reading([0.99, 0.99], "segmentation", width=3), rec_three).source == "recognizer"  # a wide piece
+    assert choose(reading([0.99, 0.99], "segmentation"), rec_three).source == "segmentation"
+    assert choose(reading([0.5, 0.5], "segmentation"), rec_three).source == "recognizer"  # the surer one
     assert choose(reading([0.9, 0.5], "segmentation"), reading([0.8, 0.7], "recognizer")).source == "recognizer"
     assert choose(reading([0.9, 0.8], "segmentation"), reading([0.8, 0.7], "recognizer")).source == "segmentation"
-    assert choose(seg_two, reading([], "recognizer")).source == "segmentation"
+    assert choose(reading([0.9], "segmentation"), reading([], "recognizer")).source == "segmentation"
