@@ -39,7 +39,6 @@ def train(
     from cnn_ocr.data import load_version
     from cnn_ocr.fit.ctc_loop import synthetic_strings, train_crnn
     from cnn_ocr.line_model import LineRecognizer, export_line_model
-    from cnn_ocr.lines import greedy_decode
 
     setup_logging()
     p = params_or_fail(params, set_)
@@ -53,9 +52,7 @@ def train(
             held = synthetic_strings(splits.test_x, splits.test_y, EVAL_STRINGS, p.crnn.max_digits,
                                      np.random.default_rng(p.crnn.seed + 1))
             spec = export_line_model(model, p.crnn.out_dir, held.images[:PARITY_LINES], PARITY_TOLERANCE)
-            reader = LineRecognizer(p.crnn.out_dir)
-            read = ["".join(str(d) for d, _, _ in greedy_decode(q)) for q in reader.frame_probabilities(held.images)]
-            acc = float(np.mean([a == b for a, b in zip(read, held.texts, strict=True)]))
+            acc = _string_accuracy(LineRecognizer(p.crnn.out_dir), held.images, held.texts)
             metrics = {"test_string_accuracy": acc, "final_ctc_loss": float(np.mean(losses[-50:])),
                        "train_seconds": time.perf_counter() - start,
                        "parity_max_abs_diff": spec["parity_max_abs_diff"]}
@@ -68,6 +65,15 @@ def train(
         write_metrics(metrics_out, metrics)
     console.print(f"line recognizer: {acc:.1%} of {EVAL_STRINGS} test strings read exactly; "
                   f"ONNX parity {spec['parity_max_abs_diff']:.1e}; written to {p.crnn.out_dir}")
+
+
+def _string_accuracy(reader, images: list, texts: list[str]) -> float:
+    """Share of the lines the exported recognizer reads exactly (greedy CTC)."""
+    from cnn_ocr.fit.ctc_loop import string_accuracy
+    from cnn_ocr.lines import greedy_decode
+
+    read = ["".join(str(d) for d, _, _ in greedy_decode(q)) for q in reader.frame_probabilities(images)]
+    return string_accuracy(texts, read)
 
 
 def register(app: typer.Typer) -> None:

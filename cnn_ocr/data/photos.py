@@ -192,8 +192,6 @@ def _written(digits: np.ndarray, ask: Ask, height: int, style: PhotoStyleParams,
 def render(digits: np.ndarray, labels: np.ndarray, ask: Ask, paper: PaperParams, style: PhotoStyleParams,
            rng: np.random.Generator, megapixels: float | None = None) -> Photo:
     """One photo of the digits `ask` names (rows of `digits`, 28x28 MNIST images) with its ground truth."""
-    from scipy import ndimage
-
     size = _frame_size(style, rng) if megapixels is None else (int(np.sqrt(megapixels * 1e6 * 4 / 3)),
                                                                 int(np.sqrt(megapixels * 1e6 * 3 / 4)))
     w, h = size
@@ -220,13 +218,7 @@ def render(digits: np.ndarray, labels: np.ndarray, ask: Ask, paper: PaperParams,
         image[y0:y0 + ah, x0:x0 + aw] = image[y0:y0 + ah, x0:x0 + aw] * (1 - a) + pen_rgb * a
         truth.append(LineTruth("".join(str(int(labels[i])) for i in line),
                                [(x + x0, y + y0, bw, bh) for x, y, bw, bh in boxes]))
-    sigma = rng.uniform(*style.blur_sigma) * np.sqrt(w * h / 1e6)
-    if sigma > 0.3:  # the camera's blur, where it shows: around the writing
-        x0 = max(0, min(c[0] for c in corners) - height)
-        y0 = max(0, corners[0][1] - height)
-        y1 = min(h, corners[-1][1] + written[-1][0].shape[0] + height)
-        region = image[y0:y1, x0:]
-        region[:] = ndimage.gaussian_filter(region, (sigma, sigma, 0))
+    _blur_writing(image, corners, written[-1][0].shape[0], height, rng.uniform(*style.blur_sigma) * np.sqrt(w * h / 1e6))
     image *= light[..., None]
     image += rng.standard_normal(image.shape, dtype=np.float32) * np.float32(rng.uniform(*style.noise_sigma))
     quality = int(rng.integers(style.jpeg_quality[0], style.jpeg_quality[1] + 1))
@@ -235,6 +227,20 @@ def render(digits: np.ndarray, labels: np.ndarray, ask: Ask, paper: PaperParams,
                 "paper": colour.astype(int).tolist(), "rotation_deg": round(deg, 2), "jpeg_quality": quality,
                 "digit_height": height, "touching": ask.touching}
     return Photo(data, truth, size, settings)
+
+
+def _blur_writing(image: np.ndarray, corners: list[tuple[int, int]], last_rows: int, height: int,
+                  sigma: float) -> None:
+    """The camera's blur, where it shows: around the writing (in place)."""
+    from scipy import ndimage
+
+    if sigma <= 0.3:
+        return
+    x0 = max(0, min(c[0] for c in corners) - height)
+    y0 = max(0, corners[0][1] - height)
+    y1 = min(image.shape[0], corners[-1][1] + last_rows + height)
+    region = image[y0:y1, x0:]
+    region[:] = ndimage.gaussian_filter(region, (sigma, sigma, 0))
 
 
 def random_ask(kind: str, n_digits: int, rng: np.random.Generator) -> Ask:
