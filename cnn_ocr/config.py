@@ -19,6 +19,7 @@ from pydantic import BaseModel, Field, ValidationError, create_model, model_vali
 
 from cnn_ocr.families import FAMILIES, TABLE
 from cnn_ocr.params_base import Strict
+from cnn_ocr.photo_params import CrnnParams, PhotosParams
 
 PARAMS_FILE = Path("params.yaml")
 
@@ -186,6 +187,8 @@ class Params(Strict):
     export: ExportParams
     negatives: NegativesParams
     ood: OodParams
+    photos: PhotosParams
+    crnn: CrnnParams
     profile: str | None  # name of a `profiles` entry applied under the explicit overrides
     profiles: dict[str, dict[str, Any]]  # name -> {dotted.key: value}, e.g. the `fast` training profile
 

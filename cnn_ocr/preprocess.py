@@ -202,6 +202,11 @@ def extract_ink(gray: np.ndarray, scale: float = 1.0) -> Ink:
 
 
 def _extract(g: np.ndarray, scale: float) -> Ink:
+    from cnn_ocr import photo
+
+    if photo.is_photo(g):  # a phone photo of paper: uneven light, ruling, pencil; read as dark ink on paper
+        found = photo.photo_ink(g, scale, _no_digit_reason)
+        return Ink(found.image, found.mask, found.strong, found.no_digit, found.scale)
     ink = 255.0 - g if is_dark_ink(g) else g
     empty = np.zeros(ink.shape, bool)
     threshold = otsu_threshold(ink)

@@ -25,6 +25,9 @@ COMMAND_MODULES = [
     "experiments_cmd",
     "serve_cmd",
     "batch_cmd",
+    "photos_cmd",
+    "crnn_cmd",
+    "read_cmd",
 ]
 
 for _name in COMMAND_MODULES:

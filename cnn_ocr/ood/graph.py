@@ -74,12 +74,10 @@ def torch_scores(model: Any, detector: Detector, images: np.ndarray) -> np.ndarr
 
 def onnx_scores(onnx_path: Any, images: np.ndarray) -> np.ndarray:
     """The graph's "ood_score" output from ONNX Runtime for uint8 images (N, 28, 28)."""
-    import onnxruntime as ort
-
+    from cnn_ocr.onnx_session import make_session
     from cnn_ocr.spec import OOD_OUTPUT_NAME, graph_outputs
 
-    sess = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
-    return graph_outputs(sess, images, output_name=OOD_OUTPUT_NAME)
+    return graph_outputs(make_session(onnx_path), images, output_name=OOD_OUTPUT_NAME)
 
 
 def score_parity(onnx_path: Any, model: Any, detector: Detector, images: np.ndarray) -> float:

@@ -1,0 +1,96 @@
+"""Reading one line two ways and keeping the surer: segmentation + classifier, and the line recognizer.
+
+Segmentation splits the ink into digits and classifies each; the recognizer (CRNN + CTC) reads the whole
+line and needs no split, which is what touching and overlapping digits need. Both readings come with a
+box and a confidence per digit. When they count a different number of digits, the recognizer's is kept if
+segmentation cut a piece wider than the line is tall (touching digits) or the recognizer is the surer;
+otherwise the reading whose weakest digit is the more confident (ties keep segmentation). The answer says
+which (`source`). Without a recognizer this is exactly `/read`'s
+reading (`cnn_ocr.reader`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from cnn_ocr.decode import decode_image
+from cnn_ocr.preprocess import Ink, extract_ink
+from cnn_ocr.reader import Probabilities, ReadLimits, judge, line_status
+from cnn_ocr.segment import segment_digits
+
+# A piece this many times wider than the line's median digit height holds more than one digit.
+WIDE = 1.0
+
+
+@dataclass(frozen=True)
+class Reading:
+    """Digits of a line (digit, confidence, status, box) and who read them."""
+
+    digits: list[dict[str, Any]]
+    source: str
+
+    @property
+    def text(self) -> str:
+        """The digits as a string."""
+        return "".join(str(d["digit"]) for d in self.digits)
+
+    @property
+    def weakest(self) -> float:
+        """The lowest digit confidence (0 when nothing was read)."""
+        return min((d["confidence"] for d in self.digits), default=0.0)
+
+
+def ink_of(data: bytes | None, pixels: np.ndarray | None, limits: ReadLimits) -> Ink:
+    """Decode (unless grayscale `pixels` are given) and separate the ink; `ImageError` for bad input."""
+    if pixels is not None:
+        return extract_ink(pixels, 1.0)
+    decoded = decode_image(data or b"", max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
+    return extract_ink(decoded.gray, decoded.scale)
+
+
+def segmented(ink: Ink, probabilities: Probabilities, limits: ReadLimits) -> Reading:
+    """Segmentation + classifier, as `/read` does it."""
+    segments = segment_digits(ink, limits.max_digits)
+    probs = probabilities(np.stack([s.image for s in segments])) if segments else np.zeros((0, 10))
+    digits = []
+    for segment, row in zip(segments, probs, strict=True):
+        digit, confidence, status = judge(row, limits.uncertain_threshold)
+        digits.append({"digit": digit, "confidence": round(confidence, 6), "status": status,
+                       "box": [int(v) for v in segment.box]})
+    return Reading(digits, "segmentation")
+
+
+def recognized(ink: Ink, recognizer: Any, limits: ReadLimits) -> Reading:
+    """The line recognizer on the same ink; boxes from the CTC alignment."""
+    found = recognizer.read(ink.image, ink.scale)[:limits.max_digits]
+    return Reading([{"digit": d.digit, "confidence": round(d.confidence, 6),
+                     "status": "ok" if d.confidence >= limits.uncertain_threshold else "uncertain",
+                     "box": [int(v) for v in d.box]} for d in found], "recognizer")
+
+
+def choose(seg: Reading, rec: Reading) -> Reading:
+    """The kept reading. When the two count a different number of digits, the recognizer's if segmentation
+    cut a piece wider than the line is tall (touching digits read as one) or the recognizer is the surer;
+    otherwise the one whose weakest digit is the more confident (ties keep segmentation)."""
+    if not rec.digits:
+        return seg
+    if len(rec.digits) != len(seg.digits):
+        height = float(np.median([d["box"][3] for d in seg.digits])) if seg.digits else 0.0
+        wide = any(d["box"][2] > WIDE * height for d in seg.digits)
+        return rec if wide or rec.weakest > seg.weakest else seg
+    return rec if rec.weakest > seg.weakest else seg
+
+
+def read_line(data: bytes | None, pixels: np.ndarray | None, probabilities: Probabilities, limits: ReadLimits,
+              recognizer: Any | None = None) -> dict[str, Any]:
+    """One image's answer (text, status, reason, digits, source); `ImageError` for bad input."""
+    ink = ink_of(data, pixels, limits)
+    reading = segmented(ink, probabilities, limits)
+    if recognizer is not None and ink.no_digit is None:
+        reading = choose(reading, recognized(ink, recognizer, limits))
+    return {"text": reading.text, "status": line_status([d["status"] for d in reading.digits]),
+            "reason": None if reading.digits else (ink.no_digit or "blank"), "digits": reading.digits,
+            "source": reading.source, "error": None}
