@@ -61,7 +61,7 @@ def _readings(model: Any, recognizer: Any | None, data: bytes | None, gray: np.n
 
     limits = ReadLimits()
     ink = ink_of(data, gray, limits)
-    seg = segmented(ink, model.probabilities, limits)
+    seg = segmented(ink, model.predict, limits)
     out = {"segmentation": seg.text}
     if recognizer is not None:
         rec = recognized(ink, recognizer, limits) if ink.no_digit is None else seg
@@ -166,7 +166,7 @@ def latency(params: Any, splits: Any, model: Any, runs: int) -> dict[str, Any]:
     read_ms = []
     for _ in range(runs):
         start = time.perf_counter()
-        read_many([jpeg], model.probabilities, ReadLimits())
+        read_many([jpeg], model.predict, ReadLimits())
         read_ms.append(1000 * (time.perf_counter() - start))
     canvas = Image.new("L", (280, 280), 255)
     ImageDraw.Draw(canvas).line([(80, 60), (200, 60), (120, 230)], fill=0, width=18)

@@ -18,7 +18,7 @@ import numpy as np
 
 from cnn_ocr.decode import decode_image
 from cnn_ocr.preprocess import Ink, extract_ink
-from cnn_ocr.reader import Probabilities, ReadLimits, judge, line_status
+from cnn_ocr.reader import Predict, ReadLimits, digit_answers, line_answer, line_text, ood_threshold
 from cnn_ocr.segment import segment_digits
 
 # A piece this many times wider than the line's median digit height holds more than one digit.
@@ -34,8 +34,8 @@ class Reading:
 
     @property
     def text(self) -> str:
-        """The digits as a string."""
-        return "".join(str(d["digit"]) for d in self.digits)
+        """The digits as a string (`?` for a mark that is not a digit)."""
+        return line_text([d["digit"] for d in self.digits])
 
     @property
     def weakest(self) -> float:
@@ -51,16 +51,12 @@ def ink_of(data: bytes | None, pixels: np.ndarray | None, limits: ReadLimits) ->
     return extract_ink(decoded.gray, decoded.scale)
 
 
-def segmented(ink: Ink, probabilities: Probabilities, limits: ReadLimits) -> Reading:
-    """Segmentation + classifier, as `/read` does it."""
+def segmented(ink: Ink, predict: Predict, limits: ReadLimits, stored_threshold: float | None = None) -> Reading:
+    """Segmentation + classifier (and its not-a-digit score), as `/read` does it."""
     segments = segment_digits(ink, limits.max_digits)
-    probs = probabilities(np.stack([s.image for s in segments])) if segments else np.zeros((0, 10))
-    digits = []
-    for segment, row in zip(segments, probs, strict=True):
-        digit, confidence, status = judge(row, limits.uncertain_threshold)
-        digits.append({"digit": digit, "confidence": round(confidence, 6), "status": status,
-                       "box": [int(v) for v in segment.box]})
-    return Reading(digits, "segmentation")
+    probs, scores = predict(np.stack([s.image for s in segments])) if segments else (np.zeros((0, 10)), None)
+    cut = ood_threshold(stored_threshold, limits.ood_threshold)
+    return Reading(digit_answers(segments, probs, scores, limits.uncertain_threshold, cut), "segmentation")
 
 
 def recognized(ink: Ink, recognizer: Any, limits: ReadLimits) -> Reading:
@@ -84,13 +80,12 @@ def choose(seg: Reading, rec: Reading) -> Reading:
     return rec if rec.weakest > seg.weakest else seg
 
 
-def read_line(data: bytes | None, pixels: np.ndarray | None, probabilities: Probabilities, limits: ReadLimits,
-              recognizer: Any | None = None) -> dict[str, Any]:
-    """One image's answer (text, status, reason, digits, source); `ImageError` for bad input."""
+def read_line(data: bytes | None, pixels: np.ndarray | None, predict: Predict, limits: ReadLimits,
+              recognizer: Any | None = None, stored_threshold: float | None = None) -> dict[str, Any]:
+    """One image's answer (`/read`'s fields and `source`); `ImageError` for bad input."""
     ink = ink_of(data, pixels, limits)
-    reading = segmented(ink, probabilities, limits)
+    reading = segmented(ink, predict, limits, stored_threshold)
     if recognizer is not None and ink.no_digit is None:
         reading = choose(reading, recognized(ink, recognizer, limits))
-    return {"text": reading.text, "status": line_status([d["status"] for d in reading.digits]),
-            "reason": None if reading.digits else (ink.no_digit or "blank"), "digits": reading.digits,
-            "source": reading.source, "error": None}
+    no_digit = None if reading.digits else (ink.no_digit or "blank")
+    return {**line_answer(reading.digits, no_digit), "source": reading.source}

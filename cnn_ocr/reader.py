@@ -25,6 +25,8 @@ log = logging.getLogger(__name__)
 
 # uint8 (N, 28, 28) -> (probabilities float (N, 10), not-a-digit scores (N,) or None without a detector)
 Predict = Callable[[np.ndarray], tuple[np.ndarray, np.ndarray | None]]
+# uint8 (N, 28, 28) -> probabilities (N, 10) alone (a model without its not-a-digit score)
+Probabilities = Callable[[np.ndarray], np.ndarray]
 NOT_A_DIGIT = "not_a_digit"
 UNREAD = "?"  # how `text` writes a mark that is not a digit
 
@@ -134,15 +136,30 @@ def read_many(items: Sequence[bytes], predict: Predict, limits: ReadLimits,
         if isinstance(line, str):
             answers.append(_error_answer(line))
             continue
-        digits = []
-        for segment in line.segments:
-            v = judge(probs[k], limits.uncertain_threshold, None if scores is None else scores[k], cut)
-            k += 1
-            digits.append({"digit": v.digit, "confidence": round(v.confidence, 6), "status": v.status,
-                           "reason": v.reason, "ood_score": v.ood_score, "box": [int(x) for x in segment.box]})
-        known = [d["ood_score"] for d in digits if d["ood_score"] is not None]
-        status = line_status([d["status"] for d in digits])
-        answers.append({"text": line_text([d["digit"] for d in digits]), "status": status,
-                        "reason": line.no_digit or (NOT_A_DIGIT if digits and status == "no_digit" else None),
-                        "digits": digits, "ood_score": min(known) if known else None, "error": None})
+        n = len(line.segments)
+        digits = digit_answers(line.segments, probs[k:k + n], None if scores is None else scores[k:k + n],
+                               limits.uncertain_threshold, cut)
+        k += n
+        answers.append(line_answer(digits, line.no_digit))
     return answers
+
+
+def digit_answers(segments: Sequence[Any], probs: np.ndarray, scores: np.ndarray | None, uncertain: float,
+                  cut: float | None) -> list[dict[str, Any]]:
+    """One entry per segment: digit, confidence, status, reason, ood_score and box [x, y, w, h]."""
+    out = []
+    for i, segment in enumerate(segments):
+        v = judge(probs[i], uncertain, None if scores is None else scores[i], cut)
+        out.append({"digit": v.digit, "confidence": round(v.confidence, 6), "status": v.status,
+                    "reason": v.reason, "ood_score": v.ood_score, "box": [int(x) for x in segment.box]})
+    return out
+
+
+def line_answer(digits: list[dict[str, Any]], no_digit: str | None) -> dict[str, Any]:
+    """A readable line's answer: text (`?` for a mark that is not a digit), status, reason, digits, ood_score
+    (the lowest of its digits', None without a detector or digits), error None."""
+    known = [d["ood_score"] for d in digits if d.get("ood_score") is not None]
+    status = line_status([d["status"] for d in digits])
+    return {"text": line_text([d["digit"] for d in digits]), "status": status,
+            "reason": no_digit or (NOT_A_DIGIT if digits and status == "no_digit" else None),
+            "digits": digits, "ood_score": min(known) if known else None, "error": None}

@@ -112,6 +112,16 @@ def chromium() -> Path:
     return path
 
 
+@pytest.fixture()
+def page(browser, server):
+    """A fresh desktop-sized page on the module's `server` fixture (base URL first), closed after the test."""
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    page = context.new_page()
+    page.goto(server[0])
+    yield page
+    context.close()
+
+
 @pytest.fixture(scope="session")
 def browser(chromium):
     """One headless Chromium for the session's browser tests (each test opens its own context)."""

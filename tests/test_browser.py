@@ -18,15 +18,6 @@ def server(tmp_path_factory, service_model_dir):
         yield running
 
 
-@pytest.fixture()
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    page = context.new_page()
-    page.goto(server[0])
-    yield page
-    context.close()
-
-
 def draw_one(page) -> None:
     """A vertical stroke through the middle of the pad, drawn with the mouse (pointer events)."""
     box = page.locator("#pad").bounding_box()

@@ -20,15 +20,6 @@ def server(tmp_path_factory, service_model_dir):
         yield running
 
 
-@pytest.fixture()
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    page = context.new_page()
-    page.goto(server[0])
-    yield page
-    context.close()
-
-
 def upload(page, image: np.ndarray | bytes, name: str = "digit.png") -> None:
     data = image if isinstance(image, bytes) else png(255 - image)
     page.locator("#file").set_input_files(files=[{"name": name, "mimeType": "image/png", "buffer": data}])

@@ -19,15 +19,6 @@ def server(tmp_path_factory, ood_model_dir):
         yield running
 
 
-@pytest.fixture()
-def page(browser, server):
-    context = browser.new_context(viewport={"width": 1100, "height": 900})
-    page = context.new_page()
-    page.goto(server[0])
-    yield page
-    context.close()
-
-
 def scribble(page) -> None:
     """One connected zigzag stroke across the middle of the pad, the way a user scribbles."""
     box = page.locator("#pad").bounding_box()

@@ -69,8 +69,8 @@ def test_read_line_without_a_recognizer_is_the_read_answer(mnist_splits, project
     x, y = mnist_splits.test_x, mnist_splits.test_y
     for kind, i in (("numbers", 2), ("touching", 2), ("heldout", 0)):
         data = generate(project_params.photos, x, y, kind, i, megapixels=2.0).data
-        ours = read_line(data, None, model.probabilities, ReadLimits())
-        theirs = read_many([data], model.probabilities, ReadLimits())[0]
+        ours = read_line(data, None, model.predict, ReadLimits())
+        theirs = read_many([data], model.predict, ReadLimits())[0]
         assert ours["source"] == "segmentation"
         assert {k: ours[k] for k in theirs} == theirs
 

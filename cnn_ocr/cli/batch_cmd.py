@@ -8,35 +8,14 @@ from typing import Annotated
 
 import typer
 
-from cnn_ocr.cli.common import console, err_console, fail, setup_logging
-
-
-def _settings(model_path: Path | None, model_name: str | None, model_alias: str | None):
-    from pydantic import ValidationError
-
-    from app.settings import Settings
-
-    given = {k: v for k, v in {"model_path": model_path, "model_name": model_name, "model_alias": model_alias}.items()
-             if v is not None}
-    try:
-        return Settings(**given)
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        fail(f"invalid setting OCR_{str(err['loc'][0]).upper()}: {err['msg']}", code=2)
+from cnn_ocr.cli.common import console, err_console, fail, served_model, service_settings, setup_logging
 
 
 def _model(settings):
-    """The served model, found exactly as `ocr serve` finds it; a one-line error when there is none."""
-    from app.model_store import ModelLoadError, NoModelError, find_candidate, load_model_dir
+    """The served model (see `served_model`) as the batch job names it to its workers."""
     from cnn_ocr.batch.rows import ModelRef
 
-    try:
-        candidate = find_candidate(settings)
-        model = load_model_dir(candidate.folder, threads=1, source=candidate.source)
-    except (NoModelError, ModelLoadError) as exc:
-        fail(str(exc), code=3)
-    if candidate.note:
-        err_console.print(f"note: {candidate.note}", markup=False, highlight=False)
+    candidate, model = served_model(settings)
     return ModelRef(str(candidate.folder), model.info.name, model.info.version)
 
 
@@ -90,7 +69,7 @@ def batch(
         open_output(out, resume)  # refuse a bad --out before loading anything
     except (InputError, OutputError) as exc:
         fail(str(exc), code=2)
-    settings = _settings(model_path, model_name, model_alias)
+    settings = service_settings(model_path=model_path, model_name=model_name, model_alias=model_alias)
     ref = _model(settings)
     limits = ReadLimits(settings.max_bytes, settings.max_pixels, settings.read_max_digits, settings.uncertain_threshold,
                         settings.ood_threshold)

@@ -84,3 +84,29 @@ def write_metrics(path: Path, metrics: dict[str, float]) -> None:
 
     payload = {k: int(v) if k in INT_METRICS else round(float(v), 6) for k, v in metrics.items()}
     atomic_write_bytes(path, (json.dumps(payload, indent=2) + "\n").encode())
+
+
+def service_settings(**given: object):
+    """The service's settings (OCR_* environment variables, then `given` values that are not None); a one-line
+    exit 2 naming the bad variable."""
+    from pydantic import ValidationError
+
+    from app.settings import Settings
+
+    try:
+        return Settings(**{k: v for k, v in given.items() if v is not None})
+    except ValidationError as exc:
+        err = exc.errors()[0]
+        fail(f"invalid setting OCR_{str(err['loc'][0]).upper()}: {err['msg']}", code=2)
+
+
+def served_model(settings):
+    """(candidate, loaded model): the model found exactly as `ocr serve` finds it; a one-line exit 3 without one."""
+    from app.model_store import ModelLoadError, NoModelError, find_candidate, load_model_dir
+
+    with one_line_errors(NoModelError, ModelLoadError, code=3):
+        candidate = find_candidate(settings)
+        model = load_model_dir(candidate.folder, threads=1, source=candidate.source)
+    if candidate.note:
+        err_console.print(f"note: {candidate.note}", markup=False, highlight=False)
+    return candidate, model

@@ -8,33 +8,7 @@ from typing import Annotated
 
 import typer
 
-from cnn_ocr.cli.common import err_console, fail
-
-
-def _settings(model_path: Path | None):
-    from pydantic import ValidationError
-
-    from app.settings import Settings
-
-    try:
-        return Settings(**({"model_path": model_path} if model_path is not None else {}))
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        fail(f"invalid setting OCR_{str(err['loc'][0]).upper()}: {err['msg']}", code=2)
-
-
-def _model(settings):
-    """The served model, found exactly as `ocr serve` finds it; a one-line error when there is none."""
-    from app.model_store import ModelLoadError, NoModelError, find_candidate, load_model_dir
-
-    try:
-        candidate = find_candidate(settings)
-        model = load_model_dir(candidate.folder, threads=1, source=candidate.source)
-    except (NoModelError, ModelLoadError) as exc:
-        fail(str(exc), code=3)
-    if candidate.note:
-        err_console.print(f"note: {candidate.note}", markup=False, highlight=False)
-    return model
+from cnn_ocr.cli.common import fail, served_model, service_settings
 
 
 def read(
@@ -50,12 +24,14 @@ def read(
     missing = [str(f) for f in files if not f.is_file()]
     if missing:
         fail(f"no such file: {', '.join(missing)}; give paths to image files", code=2)
-    settings = _settings(model_path)
-    model = _model(settings)
+    settings = service_settings(model_path=model_path)
+    _, model = served_model(settings)
     limits = ReadLimits(settings.max_bytes, settings.max_pixels, settings.read_max_digits,
-                        settings.uncertain_threshold)
+                        settings.uncertain_threshold, settings.ood_threshold)
     if recognizer is None:
-        answers = read_many([f.read_bytes() for f in files], model.probabilities, limits)
+        ood = model.spec.ood
+        answers = read_many([f.read_bytes() for f in files], model.predict, limits,
+                            None if ood is None else ood.threshold)
     else:
         answers = _read_with_recognizer(files, model, limits, recognizer)
     failed = False
@@ -79,7 +55,8 @@ def _read_with_recognizer(files: list[Path], model, limits, folder: Path) -> lis
     answers = []
     for f in files:
         try:
-            answers.append(read_line(f.read_bytes(), None, model.probabilities, limits, reader))
+            answers.append(read_line(f.read_bytes(), None, model.predict, limits, reader,
+                                     None if model.spec.ood is None else model.spec.ood.threshold))
         except ImageError as exc:
             answers.append({"text": None, "status": "error", "reason": None, "digits": [],
                             "error": f"{exc.kind}: {exc}"})

@@ -11,7 +11,16 @@ from typing import Annotated
 
 import typer
 
-from cnn_ocr.cli.common import ParamsOpt, SetOpt, console, fail, one_line_errors, params_or_fail, setup_logging
+from cnn_ocr.cli.common import (
+    ParamsOpt,
+    SetOpt,
+    console,
+    one_line_errors,
+    params_or_fail,
+    served_model,
+    service_settings,
+    setup_logging,
+)
 
 feedback_app = typer.Typer(help="User corrections collected by the service.", no_args_is_help=True)
 
@@ -25,27 +34,9 @@ LOG_CONFIG = {
 }
 
 
-def _settings_or_fail():
-    from pydantic import ValidationError
-
-    from app.settings import Settings
-
-    try:
-        return Settings()
-    except ValidationError as exc:
-        err = exc.errors()[0]
-        fail(f"invalid setting OCR_{str(err['loc'][0]).upper()}: {err['msg']}", code=2)
-
-
 def _preflight(settings) -> str:
     """Find and load the model once before starting, so a missing model is one clear line."""
-    from app.model_store import ModelLoadError, NoModelError, find_candidate, load_model_dir
-
-    with one_line_errors(NoModelError, ModelLoadError, code=3):
-        candidate = find_candidate(settings)
-        model = load_model_dir(candidate.folder, threads=1, source=candidate.source)
-    if candidate.note:
-        console.print(f"[yellow]note:[/] {candidate.note}", highlight=False)
+    candidate, model = served_model(settings)
     return f"{model.info.name} version {model.info.version} from {candidate.source}"
 
 
@@ -61,7 +52,7 @@ def serve(
 
     if model_path is not None:
         os.environ["OCR_MODEL_PATH"] = str(model_path)
-    settings = _settings_or_fail()
+    settings = service_settings()
     if not settings.allow_start_without_model:
         console.print(f"model: {_preflight(settings)}", highlight=False)
     shown = f"[{host}]" if ":" in host else host
@@ -106,7 +97,7 @@ def export(
 
     setup_logging()
     p = params_or_fail(params, set_)
-    db_path = db or _settings_or_fail().feedback_db
+    db_path = db or service_settings().feedback_db
     with one_line_errors(FeedbackError, message="nothing to export: {error}"):
         name, folder, count = export_feedback(db_path, p.data.processed_dir)
     console.print(f"{count} corrections -> {folder} (data version {name!r})", highlight=False)
