@@ -217,10 +217,11 @@ def _objective(family: str, params: Params, study_name: str, storage: str) -> An
     def objective(trial: optuna.Trial) -> float:
         values = suggest(trial, params.tune.space[family])
         trial_params = with_family_values(params, family, {**params.tune.fixed.get(family, {}), **values})
+        last = trial_epochs(params, family)
 
         def report(epoch: int, row: dict[str, float]) -> None:
             trial.report(float(row[OBJECTIVE]), epoch)
-            if trial.should_prune():
+            if epoch < last and trial.should_prune():  # after the last epoch there is nothing left to save
                 raise optuna.TrialPruned(f"pruned after epoch {epoch} ({OBJECTIVE} {row[OBJECTIVE]:.4f})")
 
         tags = {"tune.role": "trial", "optuna.study": study_name, "optuna.trial": str(trial.number),

@@ -169,7 +169,7 @@ def test_the_default_run_is_the_newest_run_with_the_configured_params():
 
 def test_defaults_outside_the_search_space_are_refused(tiny_overrides):
     params = load_params(overrides=[*tiny_overrides, "tune.space.base_cnn={lr: {low: 0.01, high: 0.1, log: true}}"])
-    with pytest.raises(tune.TuningError, match=r"lr=0\.002.*enqueue_defaults"):
+    with pytest.raises(tune.TuningError, match=rf"lr={params.models.base_cnn.lr}.*enqueue_defaults"):
         tune.checked_defaults(params, "base_cnn")
     space = {"a": SearchDim(low=1, high=3), "b": SearchDim(choices=[64, 128])}
     assert tuning_rules.outside_space({"a": 2, "b": 64}, space) == []
