@@ -9,8 +9,11 @@ When an HTTP server cannot be reached, this process's runs go to a local offline
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -126,17 +129,39 @@ def client() -> Any:
     return MlflowClient(configure())
 
 
+@contextlib.contextmanager
+def first_use_lock(uri: str) -> Iterator[None]:
+    """Hold an exclusive lock beside a SQLite store (`<db>.lock`) while it may be created.
+
+    MLflow creates a fresh SQLite store's tables on first use; two processes doing so at once (two tuning
+    workers on a new store) can leave it half made, and every later attempt fails on "table already exists".
+    Other stores need no lock: a server or database creates its schema once.
+    """
+    if not uri.startswith("sqlite:///"):
+        yield
+        return
+    lock = Path(uri.removeprefix("sqlite:///") + ".lock")
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    with open(lock, "a") as handle:
+        fcntl.flock(handle, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(handle, fcntl.LOCK_UN)
+
+
 def ensure_experiment(name: str) -> str:
     """The id of experiment `name`, created (with the store's artifact root) when missing."""
     from mlflow import MlflowClient
 
     uri = configure()
-    mlflow_client = MlflowClient(uri)
-    exp = mlflow_client.get_experiment_by_name(name)
-    if exp is not None:
-        if exp.lifecycle_stage == "deleted":
-            mlflow_client.restore_experiment(exp.experiment_id)
-        return exp.experiment_id
-    root = artifact_root(uri)
-    location = f"{root}/{name}" if root else None
-    return mlflow_client.create_experiment(name, artifact_location=location)
+    with first_use_lock(uri):
+        mlflow_client = MlflowClient(uri)
+        exp = mlflow_client.get_experiment_by_name(name)
+        if exp is not None:
+            if exp.lifecycle_stage == "deleted":
+                mlflow_client.restore_experiment(exp.experiment_id)
+            return exp.experiment_id
+        root = artifact_root(uri)
+        location = f"{root}/{name}" if root else None
+        return mlflow_client.create_experiment(name, artifact_location=location)
