@@ -50,7 +50,7 @@ def select(
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
 ) -> None:
-    """Pick the best run (test accuracy, then overfitting gap, within the latency budget) and promote it."""
+    """Pick the best run (validation accuracy, then overfitting gap, within the latency budget) and promote it."""
     import json
 
     from cnn_ocr.atomic_files import atomic_write_bytes
