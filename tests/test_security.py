@@ -130,7 +130,7 @@ def test_ocr_ui_binds_loopback(tmp_path):
                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         deadline, cmdline = time.monotonic() + 60, []
-        while time.monotonic() < deadline and not cmdline:
+        while time.monotonic() < deadline and "--host" not in cmdline:  # a child seen before its exec is a copy
             kids = psutil.Process(proc.pid).children()
             cmdline = kids[0].cmdline() if kids else []
             time.sleep(0.1)
