@@ -112,30 +112,26 @@ def cache_key() -> str:
 
 def trained_model_dir(splits) -> Path:
     """Folder with model.onnx + spec.json of the small CNN (trained once, then cached)."""
-    final = CACHE / cache_key()
-    if (final / "spec.json").is_file():
-        return final
-    CACHE.mkdir(parents=True, exist_ok=True)
-    with open(CACHE / ".lock", "w") as lock:
-        fcntl.flock(lock, fcntl.LOCK_EX)
-        if not (final / "spec.json").is_file():
-            net = _train(splits.train_x[:N_TRAIN], splits.train_y[:N_TRAIN])
-            _export(net, splits, final)
-    return final
+    return _cached(CACHE / cache_key(), lambda final: _export(
+        _train(splits.train_x[:N_TRAIN], splits.train_y[:N_TRAIN]), splits, final))
 
 
 def ood_model_dir(splits) -> Path:
     """Folder with model.onnx (logits + "ood_score") + spec.json ("ood" block, threshold refusing 5 % of validation
     digits) of a small base CNN trained briefly on real MNIST (trained once, then cached)."""
-    final = CACHE / f"{cache_key()}-ood"
+    return _cached(CACHE / f"{cache_key()}-ood", lambda final: _export_with_detector(
+        _train(splits.train_x[:OOD_N_TRAIN], splits.train_y[:OOD_N_TRAIN], _ood_net, epochs=2), splits, final))
+
+
+def _cached(final: Path, build) -> Path:
+    """`final`, built once by `build(final)` under a lock that concurrent test sessions share."""
     if (final / "spec.json").is_file():
         return final
     CACHE.mkdir(parents=True, exist_ok=True)
     with open(CACHE / ".lock", "w") as lock:
         fcntl.flock(lock, fcntl.LOCK_EX)
         if not (final / "spec.json").is_file():
-            net = _train(splits.train_x[:OOD_N_TRAIN], splits.train_y[:OOD_N_TRAIN], _ood_net, epochs=2)
-            _export_with_detector(net, splits, final)
+            build(final)
     return final
 
 
