@@ -1,4 +1,4 @@
-"""`python -m benchmarks {training,inference,service,mainjob,batch,ood,photos,all} [--smoke] [--out DIR] [--no-readme]`."""
+"""`python -m benchmarks {training,recipes,inference,service,mainjob,batch,ood,photos,all} [--smoke] [--out DIR] [--no-readme]`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import logging
 import sys
 from pathlib import Path
 
-NAMES = ("training", "inference", "service", "mainjob", "batch", "ood", "photos")
+NAMES = ("training", "recipes", "inference", "service", "mainjob", "batch", "ood", "photos")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -74,15 +74,18 @@ def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | N
             per_epoch.append({"epoch": epoch, "epoch_time_s": row["epoch_time_s"], "val_accuracy": row["val_accuracy"],
                               "test_accuracy": acc, "images_per_s": epoch_images / row["epoch_time_s"]})
 
-        fit = torch_loop.fit(model, tensors(splits.train_x, splits.train_y), tensors(splits.val_x, splits.val_y), fp,
+        val = tensors(splits.val_x, splits.val_y)
+        fit = torch_loop.fit(model, tensors(splits.train_x, splits.train_y), val, fp,
                              seed=seed, eval_batch_size=params.models.evaluation.batch_size, on_epoch=on_epoch)
         final_logits = _logits(model, test[0], params.models.evaluation.batch_size)
+        _, val_acc = torch_loop.evaluate_loss_acc(model, *val, params.models.evaluation.batch_size)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         torch.save(model.cpu().state_dict(), cache / f"{family}-seed{seed}.pt")
     probs = softmax(final_logits)
     return {"per_epoch": per_epoch, "train_time_s": fit.train_time_s, "epochs_run": fit.epochs_run,
             "best_epoch": fit.best_epoch, "test_accuracy": float(np.mean(probs.argmax(1) == splits.test_y)),
+            "val_accuracy": val_acc,
             "test_probs": probs, "train_images": len(splits.train_y), "epoch_images": epoch_images}
 
 

@@ -60,6 +60,7 @@ class TorchTrainParams(Strict):
     augment: BatchAugmentParams
     max_train_samples: int | None = Field(ge=10)  # stratification-free cap for quick runs
     outlier_exposure: OutlierExposureParams
+    ema_decay: float | None = Field(gt=0, lt=1)  # exponential moving average of the weights; null = off
 
 
 class BaseCnnParams(TorchTrainParams):

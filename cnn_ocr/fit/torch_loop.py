@@ -21,6 +21,7 @@ from torch import nn
 
 from cnn_ocr.families import BatchAugmentParams, TorchTrainParams
 from cnn_ocr.fit import EpochCallback, FitResult, StepCallback
+from cnn_ocr.fit.ema import WeightAverage
 from cnn_ocr.preprocess import IMAGE_SIZE, MNIST_MEAN, MNIST_STD
 
 log = logging.getLogger(__name__)
@@ -114,6 +115,7 @@ def _train_epoch(
     gen: torch.Generator,
     report: Callable[[int, torch.Tensor, int], None] | None,
     negatives: torch.Tensor | None = None,
+    average: WeightAverage | None = None,
 ) -> tuple[float, float]:
     model.train()
     x_all, y_all = data
@@ -133,6 +135,8 @@ def _train_epoch(
         opt.step()
         if sched is not None:
             sched.step()
+        if average is not None:
+            average.update(model)
         loss_sum += loss.detach() * len(idx)
         correct += (logits.detach().argmax(1) == yb).sum()
         seen += len(idx)
@@ -175,9 +179,9 @@ class _BestKeeper:
 
 
 def _state(epoch: int, model: nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator,
-           keeper: _BestKeeper, result: FitResult, elapsed_s: float) -> dict:
+           keeper: _BestKeeper, result: FitResult, elapsed_s: float, average: WeightAverage | None) -> dict:
     """Everything needed to continue after `epoch` exactly as if never stopped (tensors, numbers, lists)."""
-    return {"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+    return {"average": average.state_dict() if average is not None else None,"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else None, "generator": gen.get_state(),
             "torch_rng": torch.get_rng_state(), "history": [dict(r) for r in result.history],
             "keeper": {k: getattr(keeper, k) for k in ("best_loss", "best_epoch", "bad", "state")},
@@ -185,9 +189,11 @@ def _state(epoch: int, model: nn.Module, opt: torch.optim.Optimizer, sched, gen:
 
 
 def _restore(state: dict, model: nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator,
-             keeper: _BestKeeper, result: FitResult) -> int:
+             keeper: _BestKeeper, result: FitResult, average: WeightAverage | None) -> int:
     """Load a `_state` checkpoint into the objects of a fresh fit; returns the last completed epoch."""
     model.load_state_dict(state["model"])
+    if average is not None and state.get("average") is not None:
+        average.load_state_dict(state["average"])
     opt.load_state_dict(state["optimizer"])
     if sched is not None and state["scheduler"] is not None:
         sched.load_state_dict(state["scheduler"])
@@ -198,6 +204,11 @@ def _restore(state: dict, model: nn.Module, opt: torch.optim.Optimizer, sched, g
     result.history = [dict(r) for r in state["history"]]
     result.epochs_run, result.train_time_s = state["epoch"], float(state["train_time_s"])
     return int(state["epoch"])
+
+
+def _judged(model: nn.Module, average: WeightAverage | None) -> contextlib.AbstractContextManager:
+    """The weights an epoch is judged by: the running average when one is kept, else the model's own."""
+    return average.swapped_in(model) if average is not None else contextlib.nullcontext()
 
 
 def fit(
@@ -221,15 +232,17 @@ def fit(
     `on_checkpoint(state)` receives the complete training state after every epoch; `resume=state` continues
     from it, to the same result as an uninterrupted run (same device). `negatives` (normalized inputs on
     the same device) are used when `p.outlier_exposure.enabled`: each batch adds as many random negatives,
-    whose softmax is pushed towards uniform with weight `p.outlier_exposure.weight`.
+    whose softmax is pushed towards uniform with weight `p.outlier_exposure.weight`. With `p.ema_decay` set,
+    an exponential moving average of the weights is validated, early-stopped on and returned.
     """
     device = train[0].device.type
     gen = torch.Generator(device=device).manual_seed(seed)
     n = len(train[0])
     steps = math.ceil(min(p.epoch_samples or n, n) / p.batch_size)
     opt, sched = _make_optimizer(model, p, steps)
+    average = WeightAverage(model, p.ema_decay) if p.ema_decay is not None else None
     result, keeper, t_start = FitResult(), _BestKeeper(p.patience), time.perf_counter()
-    first = 1 if resume is None else _restore(resume, model, opt, sched, gen, keeper, result) + 1
+    first = 1 if resume is None else _restore(resume, model, opt, sched, gen, keeper, result, average) + 1
     t_start -= result.train_time_s
     if keeper.patience is not None and keeper.bad >= keeper.patience:  # it had stopped early before the interruption
         first, result.stopped_early = p.epochs + 1, result.epochs_run < p.epochs
@@ -239,18 +252,20 @@ def fit(
         if on_step is not None:
             report = lambda done, ls, seen, e=epoch: on_step(e, done, steps, ls.item() / seen)  # noqa: E731
         tr_loss, tr_acc = _train_epoch(model, opt, sched, _epoch_batches(n, p, gen, device), train, p, gen, report,
-                                        negatives)
-        va_loss, va_acc = evaluate_loss_acc(model, *val, eval_batch_size)
-        row = {"epoch": epoch, "train_loss": tr_loss, "train_accuracy": tr_acc, "val_loss": va_loss,
-               "val_accuracy": va_acc, "lr": opt.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - t0}
-        result.history.append(row)
-        result.epochs_run = epoch
-        stop = keeper.update(model, epoch, va_loss)
+                                        negatives, average)
+        with _judged(model, average):  # validation (and the callbacks) see the weights that would be kept
+            va_loss, va_acc = evaluate_loss_acc(model, *val, eval_batch_size)
+            row = {"epoch": epoch, "train_loss": tr_loss, "train_accuracy": tr_acc, "val_loss": va_loss,
+                   "val_accuracy": va_acc, "lr": opt.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - t0}
+            result.history.append(row)
+            result.epochs_run = epoch
+            stop = keeper.update(model, epoch, va_loss)
+            if on_epoch is not None:
+                on_epoch(epoch, dict(row))
         log.debug("epoch %d/%d %s", epoch, p.epochs, {k: round(v, 4) for k, v in row.items()})
         if on_checkpoint is not None:
-            on_checkpoint(_state(epoch, model, opt, sched, gen, keeper, result, time.perf_counter() - t_start))
-        if on_epoch is not None:
-            on_epoch(epoch, dict(row))
+            on_checkpoint(_state(epoch, model, opt, sched, gen, keeper, result, time.perf_counter() - t_start,
+                                 average))
         if stop:
             result.stopped_early = epoch < p.epochs
             break
@@ -258,5 +273,7 @@ def fit(
     if keeper.state is not None and keeper.best_epoch != result.epochs_run:
         model.load_state_dict(keeper.state)
         result.restored_best = True
+    elif average is not None:
+        model.load_state_dict(average.shadow)
     result.train_time_s = time.perf_counter() - t_start
     return result
