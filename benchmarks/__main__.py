@@ -1,4 +1,5 @@
-"""`python -m benchmarks {training,recipes,inference,service,mainjob,batch,ood,photos,all} [--smoke] [--out DIR] [--no-readme]`."""
+"""`python -m benchmarks {training,recipes,inference,service,mainjob,batch,ood,photos,all} [--smoke] [--out DIR]
+[--no-readme]`."""
 
 from __future__ import annotations
 

@@ -181,7 +181,8 @@ class _BestKeeper:
 def _state(epoch: int, model: nn.Module, opt: torch.optim.Optimizer, sched, gen: torch.Generator,
            keeper: _BestKeeper, result: FitResult, elapsed_s: float, average: WeightAverage | None) -> dict:
     """Everything needed to continue after `epoch` exactly as if never stopped (tensors, numbers, lists)."""
-    return {"average": average.state_dict() if average is not None else None,"epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
+    return {"average": average.state_dict() if average is not None else None,
+            "epoch": epoch, "model": model.state_dict(), "optimizer": opt.state_dict(),
             "scheduler": sched.state_dict() if sched is not None else None, "generator": gen.get_state(),
             "torch_rng": torch.get_rng_state(), "history": [dict(r) for r in result.history],
             "keeper": {k: getattr(keeper, k) for k in ("best_loss", "best_epoch", "bad", "state")},
