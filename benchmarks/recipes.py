@@ -62,6 +62,33 @@ def _targets(fig: dict[str, Any]) -> list[dict[str, Any]]:
     return [t | {"met": t["met"] and not t["note"]} for t in out]
 
 
+def log_to_store(path: Path) -> int:
+    """Log every run of a `recipes.json` result to the `training-recipes` MLflow experiment (once: runs of a
+    result already logged are skipped); returns how many runs were logged."""
+    import json
+
+    import mlflow
+
+    from cnn_ocr.tracking import store
+    from cnn_ocr.tracking.reading import search_runs
+
+    result = json.loads(Path(path).read_text())
+    stamp = result["date"]
+    if search_runs([store.RECIPES_EXPERIMENT], f"tags.result_date = '{stamp}'"):
+        return 0
+    mlflow.set_experiment(experiment_id=store.ensure_experiment(store.RECIPES_EXPERIMENT))
+    logged = 0
+    for name, fig in result["figures"]["recipes"].items():
+        for r in fig["runs"]:
+            with mlflow.start_run(run_name=f"{name}-seed{r['seed']}"):
+                mlflow.log_params({"recipe": name, "seed": r["seed"], "family": FAMILY,
+                                   "overrides": " ".join(result["figures"]["recipe_overrides"][name])})
+                mlflow.log_metrics({k: float(r[k]) for k in ("val_accuracy", "test_accuracy", "train_time_s")})
+                mlflow.set_tags({"result_date": stamp, "benchmark": "recipes", "git_commit": result.get("git_commit", "")})
+            logged += 1
+    return logged
+
+
 def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | None = None) -> Path:
     """Train every recipe for every seed and write `recipes.json`; returns its path."""
     from benchmarks.common import RESULTS_DIR
@@ -82,4 +109,6 @@ def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | N
                         "rule": "the recipe with the highest mean validation accuracy is kept"}
             path = write_result("recipes", "smoke" if smoke else "full", fig, _targets(fig), torch_device(), settings,
                                 out_dir or RESULTS_DIR)  # partial results survive an interrupted run
+    if path is not None and not smoke:
+        log.info("recipe runs logged to the tracking store: %d", log_to_store(path))
     return path

@@ -41,6 +41,13 @@ def _param(text: str) -> str:
     return str(text) if text.lstrip("-").isdigit() or text in ("True", "False") else f"{value:.4g}"
 
 
+def _half_means(values: tuple) -> float:
+    """Mean of the first half of `values` minus the mean of the second half (two equal groups of runs)."""
+    half = len(values) // 2
+    first, second = [float(v) for v in values[:half]], [float(v) for v in values[half:]]
+    return sum(first) / len(first) - sum(second) / len(second)
+
+
 def _space(text: str) -> str:
     """A logged search dimension (JSON) as a range or a list of choices."""
     dim = json.loads(text)
@@ -57,6 +64,8 @@ FORMATS = {
     "ms": lambda v: f"{float(v):.2f}",
     "int": lambda v: str(int(round(float(v)))),
     "raw": str,
+    "mean_pct": lambda *v: f"{sum(float(x) for x in v) / len(v) * 100:.2f}%",
+    "mean_gain_pts": lambda *v: f"{_half_means(v) * 100:+.2f}",
     "param": _param,
     "space": _space,
     "loss": lambda v: f"{float(v):.4f}",

@@ -36,7 +36,25 @@ def populated_store(tmp_path_factory, tiny_overrides):
         tune.run_tuning("improved_cnn", params, trials=2, timeout_s=None, storage=f"sqlite:///{tmp / 'optuna.db'}",
                         study_name="report-study", final=True)
         select.select_production(params)
+        _log_recipe_result(tmp / "recipes.json")
         yield uri, params
+
+
+def _log_recipe_result(path: Path) -> None:
+    """A recipe benchmark result (two recipes, two seeds; constructed figures) logged as the benchmark logs it."""
+    import json
+
+    from benchmarks.recipes import log_to_store
+
+    def runs(val: list[float]) -> dict:
+        return {"runs": [{"seed": seed, "val_accuracy": v, "test_accuracy": v - 0.001, "train_time_s": 50.0 + seed}
+                         for seed, v in zip((1, 2), val, strict=True)]}
+
+    path.write_text(json.dumps({"date": "2026-12-01T05:00:00+00:00", "git_commit": "abc", "figures": {
+        "recipes": {"previous": runs([0.9940, 0.9950]), "ema": runs([0.9952, 0.9958])},
+        "recipe_overrides": {"previous": ["models.improved_cnn.ema_decay=null"],
+                             "ema": ["models.improved_cnn.ema_decay=0.999"]}}}))
+    assert log_to_store(path) == 4 and log_to_store(path) == 0  # logged once
 
 
 @pytest.fixture()
@@ -84,6 +102,8 @@ def test_every_number_in_the_report_equals_the_stored_value(store, tmp_path):
     prod = client.get_model_version_by_alias(params.select.registered_model, "production")
     val = report.FORMATS["pct"](client.get_run(prod.run_id).data.metrics["val_accuracy"])
     acc = report.FORMATS["pct"](prod.tags["test_accuracy"])
+    recipes = markdown.split("### Training recipes")[1].split("##")[0]
+    assert "| ema | `models.improved_cnn.ema_decay=0.999` | 1, 2 | 99.55% | 99.45% | +0.10 | +0.10 |" in recipes
     production_section = markdown.split("## Production Model Selection")[1]
     assert f"Validation accuracy {val} (test accuracy, reported: {acc})" in production_section
     assert "highest validation accuracy" in production_section and prod.run_id in production_section

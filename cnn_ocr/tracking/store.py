@@ -23,6 +23,7 @@ from cnn_ocr.project import project_root
 log = logging.getLogger(__name__)
 
 TUNING_EXPERIMENT = "hyperparameter-tuning"
+RECIPES_EXPERIMENT = "training-recipes"  # the recipe benchmark: one run per (recipe, seed)
 ARTIFACT_ROOT_ENV = "OCR_MLFLOW_ARTIFACT_ROOT"
 OFFLINE_DIR_ENV = "OCR_MLFLOW_OFFLINE_DIR"
 MODEL_ARTIFACT = "model"  # artifact path of a run's logged model
