@@ -144,6 +144,9 @@ class SelectParams(Strict):
     rank_by: Literal["val_accuracy", "test_accuracy"]  # test_accuracy: the original rule, lets the test set choose
     margin_pp: float = Field(ge=0, le=100)  # points of `rank_by` a candidate must gain over production
     latency_budget_ms: float = Field(gt=0)  # max inference_ms_per_image (batch 1, CPU median)
+    min_negative_refusal: float = Field(ge=0, le=1)  # share of validation negatives a candidate must refuse
+    max_digit_refusal: float = Field(ge=0, le=1)  # share of validation digits it may refuse
+    unscored: Literal["refuse", "allow"]  # a version registered without refusal figures: kept out, or let through
 
 
 class ExportParams(Strict):

@@ -69,6 +69,7 @@ class ExportResult:
     parity: ParityReport
     val_nll_before: float
     val_nll_after: float
+    ood: OodBlock | None = None  # the detector and threshold written into spec.json
 
 
 def framework_logits(model: Any, family: str, images: np.ndarray) -> np.ndarray:
@@ -103,7 +104,7 @@ def _cpu_eval_copy(model: Any) -> Any:
 
 def export_onnx(model: Any, family: str, path: Path, detector: Any = None) -> Path:
     """Write the model as one ONNX file (opset 17, dynamic batch axis, "input" -> "logits"); with a
-    `cnn_ocr.ood.graph.Detector` (CNNs), the graph also outputs its not-a-digit score ("ood_score")."""
+    `cnn_ocr.ood.graph.Detector`, the graph also outputs its not-a-digit score ("ood_score"; the SVM: msp)."""
     path = Path(path)
     if family in CNN_FAMILIES:
         _export_torch(model, path, detector)
@@ -114,6 +115,10 @@ def export_onnx(model: Any, family: str, path: Path, detector: Any = None) -> Pa
             graph = sklearn_to_onnx(model, INPUT_NAME, OUTPUT_NAME, OPSET)
         except ValueError as exc:
             raise ExportError(str(exc)) from None
+        if detector is not None:  # the MSP of its calibrated probabilities (its "logits" are log-probabilities)
+            from cnn_ocr.ood.graph import with_msp_output
+
+            graph = with_msp_output(graph, OUTPUT_NAME, OOD_OUTPUT_NAME)
         path.write_bytes(graph.SerializeToString())
     else:
         raise ExportError(f"unknown model family {family!r}; expected one of {CNN_FAMILIES + SKLEARN_FAMILIES}")
@@ -189,11 +194,14 @@ def export_model(
     model_block: dict[str, Any],
     tolerance: float = 1e-4,
     detector: Any = None,
+    max_digit_refusal: float | None = None,
 ) -> ExportResult:
     """Export, calibrate (CNNs) and parity-check a model; `dest` holds model.onnx + spec.json only on success.
 
-    With a `cnn_ocr.ood.graph.Detector` the graph also outputs the not-a-digit score, checked against PyTorch's,
-    and the spec records the detector, its threshold and the output's name."""
+    With a `cnn_ocr.ood.graph.Detector` the graph also outputs the not-a-digit score, checked against the
+    framework's, and the spec records the detector, its threshold and the output's name. With
+    `max_digit_refusal` the threshold is fitted on the exported graph's scores of the validation digits (it
+    refuses at most that share of them); without it the detector's own threshold is kept."""
     val_x, val_y = val
     val_logits = framework_logits(model, family, val_x)
     before = nll(val_logits, val_y)
@@ -203,14 +211,25 @@ def export_model(
     with atomic_dir(Path(dest)) as tmp:
         onnx_path = export_onnx(model, family, tmp / ONNX_FILE, detector)
         parity = check_parity(onnx_path, model, family, test_images, temperature, tolerance)
-        ood = None
-        if detector is not None:
-            from cnn_ocr.ood.graph import score_parity
-
-            worst = score_parity(onnx_path, model, detector, test_images)
-            if worst > tolerance:
-                raise ExportError(f"ONNX parity failed for the {detector.name} score on {len(test_images)} images: "
-                                  f"relative difference {worst:.2e} (tolerance {tolerance:.0e})")
-            ood = OodBlock(detector.name, detector.threshold, OOD_OUTPUT_NAME)
+        ood = None if detector is None else _ood_block(onnx_path, model, family, detector, test_images, val_x,
+                                                       tolerance, max_digit_refusal)
         write_spec(tmp, build_spec(temperature, {**model_block, "family": family}, ood))
-    return ExportResult(Path(dest), temperature, parity, before, after)
+    return ExportResult(Path(dest), temperature, parity, before, after, ood)
+
+
+def _ood_block(onnx_path: Path, model: Any, family: str, detector: Any, test_images: np.ndarray,
+               val_x: np.ndarray, tolerance: float, max_digit_refusal: float | None) -> OodBlock:
+    """Check the graph's score against the framework's, fit the threshold if asked; the spec's "ood" block."""
+    from cnn_ocr.ood.graph import onnx_scores, score_parity
+    from cnn_ocr.ood.metrics import fit_threshold
+
+    worst = score_parity(onnx_path, model, detector, test_images, family)
+    if worst > tolerance:
+        raise ExportError(f"ONNX parity failed for the {detector.name} score on {len(test_images)} images: "
+                          f"relative difference {worst:.2e} (tolerance {tolerance:.0e})")
+    threshold = detector.threshold
+    if max_digit_refusal is not None:
+        threshold = fit_threshold(onnx_scores(onnx_path, val_x), max_digit_refusal)
+        log.info("%s threshold %.6g refuses at most %.2f%% of %d validation digits", detector.name, threshold,
+                 100 * max_digit_refusal, len(val_x))
+    return OodBlock(detector.name, threshold, OOD_OUTPUT_NAME)

@@ -7,6 +7,11 @@ available as `select.rank_by: test_accuracy`, off by default, because it lets th
 A winner is registered (ONNX export + parity check) and then passes the promotion gate: it takes
 `production` only if it beats the current production version on the same metric by the margin and stays
 within the latency budget; otherwise it gets `challenger` with the reason. `force` overrides the gate, on record.
+The gate also holds the refusal targets: at registration the exported graph (which outputs the not-a-digit
+score, `cnn_ocr.ood.registration`) is run on the validation digits and the validation negatives, and a version
+refusing fewer than `select.min_negative_refusal` of the negatives, or more than `select.max_digit_refusal` of
+the digits, is not promoted. A version without these figures is refused or allowed by `select.unscored`.
+Selection registers the candidates in rank order until one meets the refusal targets (at most REFUSAL_TRIES).
 """
 
 from __future__ import annotations
@@ -18,8 +23,11 @@ from pathlib import Path
 
 from cnn_ocr import registry
 from cnn_ocr.config import Params, SelectParams
+from cnn_ocr.data.versions import Splits
 from cnn_ocr.export import ExportResult
+from cnn_ocr.ood.registration import DIGITS_REFUSED, NEGATIVES_REFUSED, refusal_failure
 from cnn_ocr.registry import CHALLENGER, PRODUCTION, ModelVersionInfo, RegistryError
+from cnn_ocr.spec import ONNX_FILE
 from cnn_ocr.tracking.reading import RunRecord, get_run, search_runs
 from cnn_ocr.tracking.writing import log_artifacts
 
@@ -29,6 +37,8 @@ REQUIRED_METRICS = ("val_accuracy", "train_accuracy", "test_accuracy", "overfit_
 VERSION_METRIC_TAGS = REQUIRED_METRICS
 RANK_METRICS = {"val_accuracy": "validation accuracy", "test_accuracy": "test accuracy"}
 VERSION_RUN_TAGS = ("data_version", "git_commit", "family")
+REFUSAL_FIGURES = (DIGITS_REFUSED, NEGATIVES_REFUSED)
+REFUSAL_TRIES = 5  # candidates registered, best first, looking for one that meets the refusal targets
 
 
 class SelectionError(RuntimeError):
@@ -121,6 +131,9 @@ def promotion_gate(candidate: dict[str, float], production: dict[str, float] | N
     ms = candidate["inference_ms_per_image"]
     if ms > sel.latency_budget_ms:
         return GateDecision(False, f"{ms:.2f} ms/image exceeds the latency budget of {sel.latency_budget_ms:g} ms")
+    refused = refusal_failure(candidate, sel)
+    if refused is not None:
+        return GateDecision(False, refused)
     key = sel.rank_by
     what = RANK_METRICS[key]
     acc = candidate[key]
@@ -133,19 +146,21 @@ def promotion_gate(candidate: dict[str, float], production: dict[str, float] | N
     return GateDecision(True, f"{versus}: gain {gain:+.2f} points >= margin {sel.margin_pp:g}, {ms:.2f} ms/image")
 
 
-def version_tags(run: RunRecord, temperature: float, max_abs_diff: float, n_images: int) -> dict[str, str]:
-    """Tags stored on a registered version."""
+def version_tags(run: RunRecord, temperature: float, max_abs_diff: float, n_images: int,
+                 ood: dict[str, float | str] | None = None) -> dict[str, str]:
+    """Tags stored on a registered version (`ood`: the detector, its threshold and the refusal figures)."""
     tags = {k: f"{run.metrics[k]:.6g}" for k in VERSION_METRIC_TAGS}
     tags.update({k: run.tags.get(k, "unknown") for k in VERSION_RUN_TAGS})
     tags.update({"temperature": f"{temperature:.6g}", "onnx_parity_max_abs_diff": f"{max_abs_diff:.3g}",
                  "onnx_parity_images": str(n_images), "run_experiment": run.experiment})
+    tags.update({k: v if isinstance(v, str) else f"{v:.6g}" for k, v in (ood or {}).items()})
     return tags
 
 
-def export_run(run_id: str, params: Params, dest: Path) -> tuple[RunRecord, ExportResult]:
-    """Export a finished training run's model into folder `dest` (model.onnx + spec.json, parity-checked)."""
+def _export(run_id: str, params: Params, dest: Path) -> tuple[RunRecord, ExportResult, Splits]:
     from cnn_ocr.data import load_version
     from cnn_ocr.export import export_model
+    from cnn_ocr.ood.registration import build_detector
     from cnn_ocr.tracking.reading import load_model
 
     run = get_run(run_id)
@@ -157,14 +172,33 @@ def export_run(run_id: str, params: Params, dest: Path) -> tuple[RunRecord, Expo
         log.warning("local data %s differs from the run's (content hash); parity still uses local images", data_name)
     block = {"name": params.select.registered_model, "family": family, "run_id": run_id,
              "test_accuracy": run.metrics["test_accuracy"], "data_version": data_name}
-    res = export_model(load_model(run_id), family, val=(splits.val_x, splits.val_y),
+    model = load_model(run_id)
+    res = export_model(model, family, val=(splits.val_x, splits.val_y),
                        test_images=splits.test_x[: params.export.parity_images], dest=dest, model_block=block,
-                       tolerance=params.export.parity_tolerance)
+                       tolerance=params.export.parity_tolerance, detector=build_detector(model, family, params, splits),
+                       max_digit_refusal=params.ood.max_digit_refusal)
+    return run, res, splits
+
+
+def export_run(run_id: str, params: Params, dest: Path) -> tuple[RunRecord, ExportResult]:
+    """Export a finished training run's model into folder `dest` (model.onnx + spec.json, parity-checked), its
+    graph also outputting the not-a-digit score, the threshold fitted on the validation digits."""
+    run, res, _ = _export(run_id, params, dest)
     return run, res
 
 
+def _ood_tags(res: ExportResult, splits: Splits, params: Params) -> dict[str, float | str]:
+    from cnn_ocr.ood.registration import refusal_figures, validation_negatives
+
+    if res.ood is None:
+        return {}
+    figures = refusal_figures(res.folder / ONNX_FILE, res.ood.threshold, splits.val_x, validation_negatives(params))
+    return {"ood_detector": res.ood.detector, "ood_threshold": res.ood.threshold, **figures}
+
+
 def register_run(run_id: str, params: Params) -> tuple[ModelVersionInfo, bool]:
-    """Register a run's model (export to ONNX, parity check, artifacts under onnx/); reuse an existing version.
+    """Register a run's model (export to ONNX with its detector, parity check, artifacts under onnx/, the refusal
+    figures as version tags); reuse an existing version.
 
     Returns (version, created). Raises `ExportError` if the ONNX graph does not match the framework.
     """
@@ -173,9 +207,10 @@ def register_run(run_id: str, params: Params) -> tuple[ModelVersionInfo, bool]:
     if existing is not None:
         return existing, False
     with tempfile.TemporaryDirectory() as tmp:
-        run, res = export_run(run_id, params, Path(tmp) / "onnx")
+        run, res, splits = _export(run_id, params, Path(tmp) / "onnx")
+        ood = _ood_tags(res, splits, params)
         log_artifacts(run_id, res.folder, registry.ONNX_ARTIFACT_DIR)
-    tags = version_tags(run, res.temperature, res.parity.max_abs_diff, res.parity.n_images)
+    tags = version_tags(run, res.temperature, res.parity.max_abs_diff, res.parity.n_images, ood)
     info = registry.create_version(name, run_id, tags, description=f"{run.tags['family']} from run {run_id}")
     return info, True
 
@@ -195,7 +230,9 @@ def export_target(params: Params, *, alias: str | None = None, version: int | No
 
 
 def _metrics(info: ModelVersionInfo) -> dict[str, float]:
-    return get_run(info.run_id).metrics
+    """The version's run metrics and the refusal figures measured at its registration."""
+    figures = {k: float(info.tags[k]) for k in REFUSAL_FIGURES if k in info.tags}
+    return {**get_run(info.run_id).metrics, **figures}
 
 
 def promote(info: ModelVersionInfo, sel: SelectParams, *, force: bool = False, action: str = "promote") -> Outcome:
@@ -216,13 +253,30 @@ def promote(info: ModelVersionInfo, sel: SelectParams, *, force: bool = False, a
 
 
 def select_production(params: Params, *, force: bool = False) -> tuple[Outcome, list[Candidate]]:
-    """Rank the candidate runs, register the winner and put it through the promotion gate."""
+    """Rank the candidate runs, register the best one that meets the refusal targets (else the winner) and put
+    it through the promotion gate."""
     sel = params.select
     ranked = rank_candidates(search_runs(sel.experiments), sel.latency_budget_ms, params.data.dataset,
                              sel.rank_by)
-    best = winner(ranked)
-    info, _ = register_run(best.run.run_id, params)
-    return promote(info, sel, force=force, action="select"), ranked
+    winner(ranked)  # SelectionError when no candidate is eligible
+    return promote(_meeting_refusal_targets(ranked, params), sel, force=force, action="select"), ranked
+
+
+def _meeting_refusal_targets(ranked: list[Candidate], params: Params) -> ModelVersionInfo:
+    """Register the eligible candidates in rank order (at most REFUSAL_TRIES) until one meets the refusal
+    targets, and return it; when none does, the first (the gate then keeps it out of production, saying why)."""
+    first = None
+    for cand in [c for c in ranked if c.eligible][:REFUSAL_TRIES]:
+        info, _ = register_run(cand.run.run_id, params)
+        first = first or info
+        why = refusal_failure(_metrics(info), params.select)
+        if why is None:
+            return info
+        log.warning("%s run %s (v%d) %s; trying the next candidate", cand.run.tags.get("family"),
+                    cand.run.run_id, info.version, why)
+    if first is None:
+        raise SelectionError("no eligible candidate to register")
+    return first
 
 
 def production_summary(name: str, outcome: Outcome) -> dict:
@@ -231,6 +285,7 @@ def production_summary(name: str, outcome: Outcome) -> dict:
     metrics = _metrics(prod)
     return {"production_version": prod.version, "production_run_id": prod.run_id,
             "production_family": prod.tags.get("family"), **{k: metrics[k] for k in REQUIRED_METRICS},
+            **{k: metrics[k] for k in REFUSAL_FIGURES if k in metrics},
             "candidate_version": outcome.version.version, "candidate_alias": outcome.alias,
             "forced": outcome.forced, "reason": outcome.reason}
 

@@ -108,8 +108,11 @@ def _fit_torch(family: str, params: Params, splits: Splits, device: str, on_epoc
 
     from cnn_ocr.ood.run import training_negatives
 
-    negatives = training_negatives(params, fp)
-    negatives_t = None if negatives is None else torch.from_numpy(to_model_input(negatives)).to(device)
+    oe = training_negatives(params, fp)
+    negatives_t = None
+    if oe is not None:
+        negatives_t = torch.from_numpy(to_model_input(oe[0])).to(device)
+        log_params({"outlier_exposure.negatives_used": len(oe[0]), "outlier_exposure.feedback_negatives": oe[1]})
     with torch_loop.seeded(params.seed, device):
         model = families.get(family).build(fp).to(device)
         result = torch_loop.fit(model, tensors(splits.train_x, splits.train_y), tensors(splits.val_x, splits.val_y),

@@ -161,7 +161,11 @@ def tiny_overrides(tiny_data_dir) -> list[str]:
             "models.evaluation.train_eval_samples=200", "models.base_cnn.epochs=1", "models.improved_cnn.epochs=1",
             "models.improved_cnn.epoch_samples=null", "models.improved_cnn.patience=null",
             "models.improved_cnn.conv_filters=[8, 8, 16, 16]", "models.improved_cnn.dense_units=[32, 16]",
-            "select.latency_budget_ms=10000", "export.parity_images=300"]
+            "select.latency_budget_ms=10000", "export.parity_images=300",
+            # outlier exposure stays on, as in production, on a small negatives set written into tiny_data_dir
+            "negatives.train_per_family=20", "negatives.val_per_family=10", "ood.heldout_samples=20",
+            # one-epoch models on 600 digits miss the production refusal target (tests/test_select_ood.py gates it)
+            "select.min_negative_refusal=0.0"]
 
 
 # --- OCR service: a small real CNN exported to ONNX (trained once, cached under .cache/test-models/) ---

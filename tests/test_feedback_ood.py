@@ -76,3 +76,34 @@ def test_api_takes_not_a_digit_for_a_refused_mark(tmp_path, ood_model_dir, mnist
         c.post("/feedback", json={"prediction_id": answer["prediction_id"], "label": "not_a_digit"})
     _, folder, _ = export_feedback(tmp_path / "feedback.db", tmp_path / "processed")
     assert np.array_equal(load_feedback_negatives(folder), x[None])
+
+
+def test_outlier_exposure_trains_on_the_feedback_negatives(tmp_path, tiny_data_dir, tiny_overrides, tracking_uri):
+    import shutil
+
+    from mlflow import MlflowClient
+
+    from cnn_ocr.ood.run import training_negatives
+    from cnn_ocr.train import train_model
+
+    processed = tmp_path / "processed"  # the tiny slice and the feedback version, in this test's own folder
+    shutil.copytree(tiny_data_dir / "v2.0", processed / "v2.0")
+    store = FeedbackStore(tmp_path / "fb.db")
+    store.record_predictions([PredictionRecord(str(i), "digit", _image(i), 7, 0.9, "ok", "m", "1") for i in range(3)])
+    store.add_feedback("0", NOT_A_DIGIT)
+    store.add_feedback("1", 5)
+    store.add_feedback("2", NOT_A_DIGIT)
+    store.close()
+    name, _, _ = export_feedback(tmp_path / "fb.db", processed)
+    base = [o for o in tiny_overrides if not o.startswith("data.processed_dir=")] + [f"data.processed_dir={processed}"]
+    params = load_params(overrides=[*base, f"data.extra_train_versions=[{name}]"])
+
+    with_feedback, from_feedback = training_negatives(params, params.models.base_cnn)
+    generated, none = training_negatives(load_params(overrides=base), params.models.base_cnn)
+    assert (from_feedback, none) == (2, 0)
+    assert np.array_equal(with_feedback, np.concatenate([generated, _image(0)[None], _image(2)[None]]))
+
+    run = MlflowClient().get_run(train_model("base_cnn", params).run_id)
+    assert run.data.params["outlier_exposure.feedback_negatives"] == "2"
+    assert run.data.params["outlier_exposure.negatives_used"] == str(len(with_feedback))
+    assert run.data.params["data_version_used"] == f"v2.0+{name}"

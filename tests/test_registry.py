@@ -65,7 +65,8 @@ def test_the_test_set_never_chooses_by_default():
 def test_promotion_gate(rank_by):
     sel = load_params().select.model_copy(update={"margin_pp": 0.1, "latency_budget_ms": 2.0, "rank_by": rank_by})
     other = "test_accuracy" if rank_by == "val_accuracy" else "val_accuracy"
-    cand = {rank_by: 0.9925, other: 0.5, "inference_ms_per_image": 1.0}
+    cand = {rank_by: 0.9925, other: 0.5, "inference_ms_per_image": 1.0,
+            "ood_val_digits_refused": 0.01, "ood_val_negatives_refused": 0.99}  # meets the refusal targets
     assert select.promotion_gate(cand, None, None, sel).passed
     assert select.promotion_gate(cand, {rank_by: 0.9915, other: 0.9}, 3, sel).passed  # +0.10 points: the margin
     below = select.promotion_gate(cand, {rank_by: 0.9920, other: 0.1}, 3, sel)

@@ -1,5 +1,5 @@
-"""Not-a-digit detection in a training run: the negatives outlier exposure trains on, and the detector
-figures logged with every CNN run (`cnn_ocr.train` calls these two functions)."""
+"""Not-a-digit detection in a training run: the negatives outlier exposure trains on (generated ones and users'
+"not a digit" corrections), and the detector figures logged with every CNN run (`cnn_ocr.train` calls these)."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ from typing import Any
 
 import numpy as np
 
-from cnn_ocr.config import Params
+from cnn_ocr.config import DataParams, Params
 from cnn_ocr.data.heldout import LOADERS, Family, HeldoutError
 from cnn_ocr.data.layout import META, version_dir
 from cnn_ocr.data.negatives import ensure_negatives, load_negatives
@@ -19,15 +19,36 @@ log = logging.getLogger(__name__)
 TRAIN_FEATURE_SAMPLES = 10000  # training images whose features fit the Mahalanobis detector
 
 
-def training_negatives(params: Params, family_params: Any) -> np.ndarray | None:
-    """The training negatives (uint8, N x 28 x 28) when outlier exposure is on, else None; generated first
-    when `negatives.version` is the one asked for and is missing."""
+def training_negatives(params: Params, family_params: Any) -> tuple[np.ndarray, int] | None:
+    """The training negatives (uint8, N x 28 x 28) when outlier exposure is on, else None: `outlier_exposure.version`'s
+    (generated first when it is `negatives.version` and missing), then the "not a digit" corrections of the
+    feedback versions in `data.extra_train_versions`. Returns (negatives, how many came from feedback)."""
     oe = family_params.outlier_exposure
     if not oe.enabled:
         return None
     if oe.version == params.negatives.version:
-        return ensure_negatives(params.negatives, params.data)["train"].x
-    return load_negatives(oe.version, params.data)["train"].x
+        generated = ensure_negatives(params.negatives, params.data)["train"].x
+    else:
+        generated = load_negatives(oe.version, params.data)["train"].x
+    feedback = feedback_negatives(params.data)
+    if len(feedback):
+        log.info("outlier exposure: %d generated negatives and %d not-a-digit corrections from %s", len(generated),
+                 len(feedback), ", ".join(params.data.extra_train_versions))
+    return np.concatenate([generated, feedback]), len(feedback)
+
+
+def feedback_negatives(data: DataParams) -> np.ndarray:
+    """The "not a digit" corrections (uint8, N x 28 x 28) of the versions in `data.extra_train_versions`, each
+    folder checked against its manifest first; versions without negatives add none."""
+    from cnn_ocr.data.raw_store import verify_folder
+    from cnn_ocr.feedback import load_feedback_negatives
+
+    parts = [np.zeros((0, 28, 28), np.uint8)]
+    for name in data.extra_train_versions:
+        folder = version_dir(name, data)
+        verify_folder(folder, META)
+        parts.append(load_feedback_negatives(folder))
+    return np.concatenate(parts)
 
 
 def heldout_families(n: int, seed: int) -> dict[str, Family]:
