@@ -146,6 +146,7 @@ def export_run(run_id: str, params: Params, dest: Path) -> tuple[RunRecord, Expo
     """Export a finished training run's model into folder `dest` (model.onnx + spec.json, parity-checked)."""
     from cnn_ocr.data import load_version
     from cnn_ocr.export import export_model
+    from cnn_ocr.spec import trained_at_from_ms
     from cnn_ocr.tracking.reading import load_model
 
     run = get_run(run_id)
@@ -156,7 +157,8 @@ def export_run(run_id: str, params: Params, dest: Path) -> tuple[RunRecord, Expo
     if run.tags.get("data_content_hash") not in (None, splits.version.content_hash):
         log.warning("local data %s differs from the run's (content hash); parity still uses local images", data_name)
     block = {"name": params.select.registered_model, "family": family, "run_id": run_id,
-             "test_accuracy": run.metrics["test_accuracy"], "data_version": data_name}
+             "test_accuracy": run.metrics["test_accuracy"], "data_version": data_name,
+             "trained_at": trained_at_from_ms(run.start_time)}
     res = export_model(load_model(run_id), family, val=(splits.val_x, splits.val_y),
                        test_images=splits.test_x[: params.export.parity_images], dest=dest, model_block=block,
                        tolerance=params.export.parity_tolerance)
