@@ -125,6 +125,31 @@ def test_auto_mode_reads_a_row_and_every_digit_can_be_corrected(page, server, mn
     assert labels.tolist()[-1] == wrong and images[-1].shape == (28, 28)
 
 
+def test_a_digit_of_a_row_shows_its_saved_correction_when_chosen_again(page, mnist_splits):
+    x, y = mnist_splits.test_x[50:53], mnist_splits.test_y[50:53]
+    upload(page, row_of(x), "row.png")
+    expect()(page.locator("#digits button")).to_have_count(3)
+    pressed = page.locator(".digit-buttons button[aria-pressed=true]")
+    second = page.locator("#digits button").nth(1)
+    second.click()
+    expect()(pressed).to_have_count(0)
+    wrong = (int(y[1]) + 1) % 10
+    page.get_by_role("button", name=f"The right digit is {wrong}").click()
+    expect()(page.locator("#feedback-status")).to_have_text(f"Thanks: saved as {wrong}.")
+    expect()(pressed).to_have_text(str(wrong))
+    page.locator("#digits button").first.click()
+    expect()(pressed).to_have_count(0)  # another digit: nothing chosen for it yet
+    expect()(page.locator("#feedback-status")).to_have_text("")
+    second.click()
+    expect()(pressed).to_have_count(1)
+    expect()(pressed).to_have_text(str(wrong))
+    expect()(page.locator("#feedback-status")).to_have_text(f"Saved as {wrong}.")
+    page.get_by_role("button", name="This is not a digit").click()
+    expect()(page.locator("#feedback-status")).to_have_text("Thanks: saved as not a digit.")
+    expect()(pressed).to_have_count(1)
+    expect()(pressed).to_have_text("Not a digit")
+
+
 def test_changing_mode_rereads_the_same_upload_and_drawing(page, mnist_splits):
     x, y = mnist_splits.test_x[40:43], mnist_splits.test_y[40:43]
     upload(page, row_of(x), "row.png")
