@@ -13,6 +13,7 @@ from app.vendor import installed, manifest
 
 pytestmark = pytest.mark.browser
 PHONE = {"viewport": {"width": 375, "height": 740}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+PHONE_ON_ITS_SIDE = {**PHONE, "viewport": {"width": 740, "height": 360}}
 
 
 @pytest.fixture(scope="module")
@@ -120,5 +121,19 @@ def test_phone_gets_touch_wording_a_tall_row_box_and_an_announced_canvas(browser
         canvas = page.get_by_role("img", name="Drawing area")
         expect()(canvas).to_have_count(1)
         assert "Upload image" in page.locator("#" + canvas.get_attribute("aria-describedby")).inner_text()
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("mode", ["Whatever is there", "Several digits"])
+def test_a_phone_on_its_side_gets_a_tall_row_box_that_fits_the_screen(browser, server, mode):
+    context = browser.new_context(**PHONE_ON_ITS_SIDE)
+    page = context.new_page()
+    try:
+        page.goto(server)
+        page.get_by_role("radio", name=mode).check()
+        box = page.locator("#pad").bounding_box()
+        assert box["height"] >= 200 and box["height"] <= 360 * 0.8, box
+        assert box["width"] >= 1.9 * box["height"], box  # still a box for a row
     finally:
         context.close()
