@@ -133,7 +133,9 @@ function digitItem(d, i, n) {
   img.src = d.input_image;
   img.alt = "";
   const cap = document.createElement("span");
-  cap.textContent = notDigit ? "not a digit" : `${d.digit}${d.status === "ok" ? "" : "?"} · ${(d.confidence * 100).toFixed(0)}%`;
+  // A digit the model is not sure of says so in words, as a lone answer does ("Maybe 4 — or 9?").
+  const read = d.status === "ok" ? String(d.digit) : `Maybe ${d.digit}?`;
+  cap.textContent = notDigit ? "not a digit" : `${read} · ${(d.confidence * 100).toFixed(0)}%`;
   button.append(where, img, cap);
   button.addEventListener("click", () => {
     for (const other of $("digits").querySelectorAll("button")) other.setAttribute("aria-pressed", "false");
