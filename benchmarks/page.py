@@ -119,30 +119,48 @@ def model_dir() -> Path:
     return folder
 
 
-def run(smoke: bool = False, out_dir: Path | None = None, splits: Any = None) -> Path:
-    """Measure the page in Chromium with the model of `model_dir()` and write `page.json` (test digits from
-    `splits`, else the local data version v2.0)."""
+def _measure_served(browser: Any, base: str, splits: Any, cfg: dict[str, int]) -> tuple[str, dict[str, Any]]:
+    """(the page's model header, the figures) on a fresh desktop-sized page of the service at `base`."""
+    context = browser.new_context(viewport={"width": 1100, "height": 900})
+    try:
+        page = context.new_page()
+        page.goto(base)
+        page.wait_for_function("!document.getElementById('model-info').textContent.startsWith('Loading')")
+        summary = page.locator("#model-info").inner_text()
+        return summary, measure(page, splits.test_x, splits.test_y, cfg["digits"], cfg["rows"])
+    finally:
+        context.close()
+
+
+def _in_chromium(base: str, splits: Any, cfg: dict[str, int], browser: Any) -> tuple[str, dict[str, Any]]:
+    if browser is not None:
+        return _measure_served(browser, base, splits, cfg)
     from playwright.sync_api import sync_playwright
 
+    if not CHROMIUM.is_file():
+        raise RuntimeError(f"{CHROMIUM} is missing: `make system-deps` installs the Debian package chromium")
+    with sync_playwright() as pw:
+        launched = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
+        try:
+            return _measure_served(launched, base, splits, cfg)
+        finally:
+            launched.close()
+
+
+def run(smoke: bool = False, out_dir: Path | None = None, splits: Any = None, browser: Any = None) -> Path:
+    """Measure the page in Chromium with the model of `model_dir()` and write `page.json` (test digits from
+    `splits`, else the local data version v2.0; in `browser`, else a Chromium of its own)."""
     from benchmarks.service import _start, _stop
     from cnn_ocr.config import load_params
     from cnn_ocr.data import load_version
 
     cfg, folder = SMOKE if smoke else FULL, model_dir()
-    if not CHROMIUM.is_file():
-        raise RuntimeError(f"{CHROMIUM} is missing: `make system-deps` installs the Debian package chromium")
     if splits is None:
         splits = load_version("v2.0", load_params(Path("params.yaml")).data)
     with tempfile.TemporaryDirectory() as tmp:
         proc, base = _start(folder, 1, Path(tmp))
         try:
-            with sync_playwright() as pw:
-                browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
-                page = browser.new_context(viewport={"width": 1100, "height": 900}).new_page()
-                page.goto(base)
-                summary = page.locator("#model-info").inner_text()
-                figures = measure(page, splits.test_x, splits.test_y, cfg["digits"], cfg["rows"])
-                browser.close()
+            summary, figures = _in_chromium(base, splits, cfg, browser)
         finally:
             _stop(proc)
     log.info("page figures for %s: %s", folder, figures)

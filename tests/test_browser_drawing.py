@@ -55,14 +55,15 @@ def test_rows_of_three_to_six_digits_in_auto_mode(page, mnist_splits):
     assert rows >= 0.75
 
 
-def test_the_page_benchmark_measures_the_model_it_is_pointed_at(service_model_dir, mnist_splits, tmp_path,
+def test_the_page_benchmark_measures_the_model_it_is_pointed_at(browser, service_model_dir, mnist_splits, tmp_path,
                                                                 monkeypatch):
     import json
 
     from benchmarks import page as page_bench
 
     monkeypatch.setenv(page_bench.MODEL_DIR_ENV, str(service_model_dir))
-    data = json.loads(page_bench.run(smoke=True, out_dir=tmp_path, splits=mnist_splits).read_text())
+    data = json.loads(page_bench.run(smoke=True, out_dir=tmp_path, splits=mnist_splits,
+                                      browser=browser).read_text())
     assert data["benchmark"] == "page" and data["mode"] == "smoke"
     assert data["settings"]["model_dir"] == str(service_model_dir) and data["settings"]["model"].startswith("Model: ")
     assert data["figures"]["n_digits"] == page_bench.SMOKE["digits"]
