@@ -27,6 +27,9 @@ from cnn_ocr.spec import ONNX_FILE, SPEC_FILE, ModelSpec, SpecError, fingerprint
 log = logging.getLogger("ocr.model")
 
 
+LOCAL_VERSION = "local"  # the version of a model folder that names no registered version
+
+
 class ModelLoadError(RuntimeError):
     """A model version that cannot be served (unreadable, incompatible, or failed its smoke test)."""
 
@@ -48,6 +51,7 @@ class ModelInfo:
     data_version: str | None
     source: str
     fingerprint: str
+    trained_at: str | None = None
     loaded_at: str = field(default_factory=lambda: time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()))
 
 
@@ -104,10 +108,10 @@ def load_model_dir(folder: Path, *, threads: int, source: str, alias: str | None
         raise ModelLoadError(str(exc)) from None
     block = spec.model
     info = ModelInfo(
-        name=str(block.name or folder.name), version=str(block.version or "local"),
+        name=str(block.name or folder.name), version=str(block.version or LOCAL_VERSION),
         alias=alias or block.alias, run_id=block.run_id, family=block.family,
         test_accuracy=block.test_accuracy, data_version=block.data_version,
-        source=source, fingerprint=fingerprint(folder))
+        source=source, fingerprint=fingerprint(folder), trained_at=block.trained_at)
     model = LoadedModel(session, spec, info)
     smoke_test(model)
     return model

@@ -14,6 +14,7 @@ from app import schemas
 from app.deps import AdminAccess, AppMetrics, FeedbackLimiter, MaybeService, Reloader, Service
 from app.errors import ApiError
 from app.inputs import batch_inputs, single_input
+from app.service import describe_model
 
 STATIC_DIR = Path(__file__).resolve().parent / "static"
 
@@ -70,7 +71,7 @@ def model(service: Service) -> dict:
     info, ood = served.info, served.spec.ood
     return {"name": info.name, "version": info.version, "alias": info.alias, "run_id": info.run_id,
             "family": info.family, "test_accuracy": info.test_accuracy, "data_version": info.data_version,
-            "source": info.source, "loaded_at": info.loaded_at,
+            "trained_at": info.trained_at, **describe_model(info), "source": info.source, "loaded_at": info.loaded_at,
             "uncertain_threshold": service.settings.uncertain_threshold,
             "ood": None if ood is None else {
                 "detector": ood.detector, "threshold": service.ood_threshold(served),

@@ -83,9 +83,15 @@ class ModelResponse(BaseModel):
     version: str
     alias: str | None
     run_id: str | None
-    family: str | None
-    test_accuracy: float | None
+    family: str | None = Field(description="The model family's id, e.g. improved_cnn.")
+    family_name: str | None = Field(description="The family in words, e.g. \"improved CNN\".")
+    test_accuracy: float | None = Field(description="Share of the MNIST test digits read right (0-1); null if "
+                                        "the model folder does not say.")
+    trained_at: str | None = Field(description="When the training run started (ISO 8601, UTC); null if unknown.")
     data_version: str | None
+    summary: str = Field(description="The model in words, e.g. \"improved CNN, trained 2026-11-26, 99.6 % on "
+                         "MNIST test\" (what is unknown is left out).")
+    details: str = Field(description="The exact version: registered name and version, alias, run, data version.")
     source: str
     loaded_at: str
     uncertain_threshold: float

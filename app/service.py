@@ -8,19 +8,45 @@ from __future__ import annotations
 
 import base64
 import io
+import math
 import uuid
 from dataclasses import dataclass
+from datetime import UTC, datetime
 
 import numpy as np
 
 from app.inputs import ImageInput
 from app.metrics import Metrics
-from app.model_store import LoadedModel, ModelStore, NoModelError
+from app.model_store import LOCAL_VERSION, LoadedModel, ModelInfo, ModelStore, NoModelError
 from app.settings import Settings
 from cnn_ocr.decode import decode_image
 from cnn_ocr.feedback import NOT_A_DIGIT, FeedbackStore, PredictionRecord, StoreUnavailable
 from cnn_ocr.preprocess import Prepared, prepare_gray
 from cnn_ocr.reader import ReadLimits, find_digits, judge, line_status, line_text, ood_threshold
+
+# Model families in the words the page uses; a family not listed is shown by its own name.
+FAMILY_WORDS = {"improved_cnn": "improved CNN", "base_cnn": "basic CNN", "svm": "SVM", "ensemble": "CNN ensemble"}
+
+
+def describe_model(info: ModelInfo) -> dict[str, str | None]:
+    """The served model in words a user understands, and its exact version for those who ask.
+
+    `summary` is e.g. "improved CNN, trained 2026-11-26, 99.6 % on MNIST test" (what is unknown is left out);
+    `details` names the registered version, alias, run and data version (the page's tooltip)."""
+    family = FAMILY_WORDS.get(info.family or "", info.family)
+    parts = [family or info.name]
+    if info.trained_at:
+        when = datetime.fromisoformat(info.trained_at)
+        parts.append(f"trained {(when.astimezone(UTC) if when.tzinfo else when).date().isoformat()}")
+    if info.test_accuracy is not None:  # rounded down: the header never claims more than was measured
+        parts.append(f"{math.floor(round(info.test_accuracy * 1000, 6)) / 10:.1f} % on MNIST test")
+    if info.version == LOCAL_VERSION:
+        where = f"{info.name}, an unregistered model folder"
+    else:
+        where = f"{info.name}, version {info.version}" + (f" (alias {info.alias})" if info.alias else "")
+    extra = [f"run {info.run_id}" if info.run_id else None, f"data {info.data_version}" if info.data_version else None,
+             f"loaded {info.loaded_at}"]
+    return {"family_name": family, "summary": ", ".join(parts), "details": ", ".join([where, *filter(None, extra)])}
 
 
 @dataclass(frozen=True)

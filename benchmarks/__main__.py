@@ -1,5 +1,8 @@
-"""`python -m benchmarks {training,recipes,inference,service,mainjob,batch,ood,photos,all} [--smoke] [--out DIR]
-[--no-readme]`."""
+"""`python -m benchmarks {training,recipes,inference,service,mainjob,batch,ood,photos,page,all} [--smoke]
+[--out DIR] [--no-readme]`.
+
+`page` (not part of `all`: it needs Chromium and a served model) measures the draw-a-digit page with the model in
+`OCR_FIGURES_MODEL_DIR` (default: params.yaml's `export.production_dir`)."""
 
 from __future__ import annotations
 
@@ -15,7 +18,8 @@ NAMES = ("training", "recipes", "inference", "service", "mainjob", "batch", "ood
 def main(argv: list[str] | None = None) -> int:
     """Run the chosen benchmarks, write their JSON results and refresh the README table."""
     parser = argparse.ArgumentParser(prog="python -m benchmarks", description=__doc__)
-    parser.add_argument("name", choices=(*NAMES, "all", "readme"), help="benchmark to run ('readme': table only)")
+    parser.add_argument("name", choices=(*NAMES, "page", "all", "readme"),
+                        help="benchmark to run ('readme': table only)")
     parser.add_argument("--smoke", action="store_true", help="tiny sizes, to check that the benchmark works")
     parser.add_argument("--out", type=Path, default=None, help="results folder (default: benchmarks/results; smoke: its smoke/)")
     parser.add_argument("--families", default=None,

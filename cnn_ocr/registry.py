@@ -116,14 +116,32 @@ def download_onnx(info: ModelVersionInfo, dest: Path) -> Path:
         if not (src / ONNX_FILE).is_file():
             raise RegistryError(f"{info.name} v{info.version}: onnx/ lacks {ONNX_FILE}; re-register it")
         try:
-            spec = read_spec(src).with_model(name=info.name, version=info.version, run_id=info.run_id,
-                                              alias=info.alias)
+            spec = read_spec(src)
+            spec = spec.with_model(name=info.name, version=info.version, run_id=info.run_id, alias=info.alias,
+                                   **_missing_facts(info, spec.model))
         except SpecError as exc:
             raise RegistryError(f"{info.name} v{info.version}: {SPEC_FILE} cannot be served: {exc}") from None
         with atomic_dir(Path(dest)) as out:
             shutil.copyfile(src / ONNX_FILE, out / ONNX_FILE)
             write_spec(out, spec)
     return Path(dest)
+
+
+def _missing_facts(info: ModelVersionInfo, block: Any) -> dict[str, Any]:
+    """What a spec exported before they were recorded lacks, from the registry: the test accuracy (a version
+    tag) and when the model was trained (its run's start)."""
+    from cnn_ocr.spec import trained_at_from_ms
+    from cnn_ocr.tracking.reading import get_run
+
+    facts: dict[str, Any] = {}
+    try:
+        if block.test_accuracy is None and "test_accuracy" in info.tags:
+            facts["test_accuracy"] = float(info.tags["test_accuracy"])
+        if block.trained_at is None:
+            facts["trained_at"] = trained_at_from_ms(get_run(info.run_id).start_time)
+    except (ValueError, StoreError) as exc:
+        log.warning("%s v%s: %s", info.name, info.version, exc)
+    return facts
 
 
 def _logged_model_id(client: Any, run_id: str) -> str | None:

@@ -161,6 +161,7 @@ def _export(run_id: str, params: Params, dest: Path) -> tuple[RunRecord, ExportR
     from cnn_ocr.data import load_version
     from cnn_ocr.export import export_model
     from cnn_ocr.ood.registration import build_detector
+    from cnn_ocr.spec import trained_at_from_ms
     from cnn_ocr.tracking.reading import load_model
 
     run = get_run(run_id)
@@ -171,7 +172,8 @@ def _export(run_id: str, params: Params, dest: Path) -> tuple[RunRecord, ExportR
     if run.tags.get("data_content_hash") not in (None, splits.version.content_hash):
         log.warning("local data %s differs from the run's (content hash); parity still uses local images", data_name)
     block = {"name": params.select.registered_model, "family": family, "run_id": run_id,
-             "test_accuracy": run.metrics["test_accuracy"], "data_version": data_name}
+             "test_accuracy": run.metrics["test_accuracy"], "data_version": data_name,
+             "trained_at": trained_at_from_ms(run.start_time)}
     model = load_model(run_id)
     res = export_model(model, family, val=(splits.val_x, splits.val_y),
                        test_images=splits.test_x[: params.export.parity_images], dest=dest, model_block=block,

@@ -8,9 +8,11 @@ block saying which registered version and run it came from:
 
     {"format_version": 1, "input_name": "input", "output_name": "logits", "labels": [0, ..., 9],
      "temperature": 1.37, "preprocessing": {"image_size": 28, "mean": 0.1307, "std": 0.3081, ...},
-     "model": {"name", "version", "family", "run_id", "alias", "test_accuracy", "data_version"},
+     "model": {"name", "version", "family", "run_id", "alias", "test_accuracy", "data_version", "trained_at"},
      "ood": {"detector": "energy", "threshold": 7.9, "output_name": "ood_score"}}
 
+In "model", `test_accuracy` is the share of MNIST test digits read right (0-1) and `trained_at` the UTC time the
+training run started (ISO 8601); both are optional (null or absent in specs written before they existed).
 "ood" is absent (or null) for a graph without a not-a-digit score; otherwise the graph has a second output, (N,) float32,
 and an input scoring below the threshold (fitted on validation digits) is not a digit.
 
@@ -26,6 +28,7 @@ import json
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields, replace
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -52,7 +55,8 @@ class SpecError(ValueError):
 
 @dataclass(frozen=True)
 class ModelBlock:
-    """Where a served model came from: its registered name and version, family, run and data version."""
+    """Where a served model came from: its registered name and version, family, run, data version, test accuracy
+    and when it was trained."""
 
     name: str | None = None
     version: str | int | None = None
@@ -61,6 +65,7 @@ class ModelBlock:
     alias: str | None = None
     test_accuracy: float | None = None
     data_version: str | None = None
+    trained_at: str | None = None
 
     @classmethod
     def from_dict(cls, data: Mapping[str, Any] | None) -> ModelBlock:
@@ -69,7 +74,7 @@ class ModelBlock:
         return cls(**{f.name: data.get(f.name) for f in fields(cls)})
 
     def to_dict(self) -> dict[str, Any]:
-        """All seven keys, None where unknown."""
+        """All keys, None where unknown."""
         return {f.name: getattr(self, f.name) for f in fields(self)}
 
 
@@ -184,7 +189,29 @@ def _temperature(value: Any, where: str) -> float:
 def _model_block(value: Any, where: str) -> ModelBlock:
     if value is not None and not isinstance(value, dict):
         raise SpecError(f"{where}: \"model\" must be a JSON object, got {type(value).__name__}; {_REEXPORT}")
-    return ModelBlock.from_dict(value)
+    block = ModelBlock.from_dict(value)
+    acc = block.test_accuracy
+    if acc is not None and (isinstance(acc, bool) or not isinstance(acc, int | float) or not 0 <= acc <= 1):
+        raise SpecError(f"{where}: model.test_accuracy must be null or a share from 0 to 1, got {acc!r}; {_REEXPORT}")
+    if block.trained_at is not None and not _is_iso_time(block.trained_at):
+        raise SpecError(f"{where}: model.trained_at must be null or an ISO 8601 time such as "
+                        f"\"2026-11-26T14:03:00+00:00\", got {block.trained_at!r}; {_REEXPORT}")
+    return block
+
+
+def _is_iso_time(value: Any) -> bool:
+    try:
+        datetime.fromisoformat(value)
+    except (TypeError, ValueError):
+        return False
+    return True
+
+
+def trained_at_from_ms(start_ms: int | None) -> str | None:
+    """A run's start time (milliseconds since the epoch, as MLflow keeps it) as the spec's `trained_at`."""
+    if not start_ms:
+        return None
+    return datetime.fromtimestamp(start_ms / 1000, UTC).isoformat(timespec="seconds")
 
 
 def _ood_block(value: Any, where: str) -> OodBlock | None:

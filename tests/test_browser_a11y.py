@@ -13,6 +13,7 @@ from app.vendor import installed, manifest
 
 pytestmark = pytest.mark.browser
 PHONE = {"viewport": {"width": 375, "height": 740}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
+PHONE_ON_ITS_SIDE = {**PHONE, "viewport": {"width": 740, "height": 360}}
 
 
 @pytest.fixture(scope="module")
@@ -62,6 +63,26 @@ def test_axe_finds_no_serious_violation_in_any_state(browser, server, mnist_spli
         context.close()
 
 
+def tab_through(page) -> list[str]:
+    """Press Tab until focus leaves the page; check every element it lands on is visible and shows a focus
+    ring; return their names in order."""
+    seen = []
+    for _ in range(40):
+        page.keyboard.press("Tab")
+        info = page.evaluate("""() => { const e = document.activeElement; const s = getComputedStyle(e);
+            const name = e === document.body ? "BODY"
+                : e.getAttribute("aria-label") || e.textContent.trim() || e.id || e.tagName;
+            return {name,
+                    hidden: e.offsetParent === null && e.tagName !== "BODY",
+                    outline: s.outlineStyle, width: parseFloat(s.outlineWidth)}; }""")
+        if info["name"] == "BODY":
+            break
+        seen.append(info["name"])
+        assert not info["hidden"], f"focus landed on a hidden element: {info['name']}"
+        assert info["outline"] != "none" and info["width"] >= 2, f"no visible focus on {info['name']}"
+    return seen
+
+
 def test_every_control_shows_its_focus(browser, server, mnist_splits):
     context = browser.new_context(viewport={"width": 1100, "height": 900})
     page = context.new_page()
@@ -69,22 +90,21 @@ def test_every_control_shows_its_focus(browser, server, mnist_splits):
         page.goto(server)
         upload(page, mnist_splits.test_x[0])
         wait_answer(page)
-        seen = []
-        for _ in range(30):
-            page.keyboard.press("Tab")
-            info = page.evaluate("""() => { const e = document.activeElement; const s = getComputedStyle(e);
-                const name = e === document.body ? "BODY"
-                    : e.getAttribute("aria-label") || e.textContent.trim() || e.id || e.tagName;
-                return {name,
-                        hidden: e.offsetParent === null && e.tagName !== "BODY",
-                        outline: s.outlineStyle, width: parseFloat(s.outlineWidth)}; }""")
-            if info["name"] == "BODY":
-                break
-            seen.append(info["name"])
-            assert not info["hidden"], f"focus landed on a hidden element: {info['name']}"
-            assert info["outline"] != "none" and info["width"] >= 2, f"no visible focus on {info['name']}"
+        seen = tab_through(page)
         assert "Upload image…" in seen and "Undo" in seen and "API documentation" in seen
         assert any(name.startswith("The right digit is") for name in seen)
+        row = np.zeros((40, 130), np.uint8)
+        for k in range(3):
+            row[6:34, 8 + 40 * k:36 + 40 * k] = mnist_splits.test_x[10 + k]
+        upload(page, row, "row.png")
+        expect()(page.locator("#digits button")).to_have_count(3)
+        page.locator("#digits button").nth(1).click()
+        page.get_by_role("button", name="The right digit is 4").click()
+        expect()(page.locator("#feedback-status")).to_contain_text("saved as 4")
+        page.locator("body").click(position={"x": 2, "y": 2})
+        seen = tab_through(page)
+        assert sum(name.startswith("Digit ") for name in seen) == 3, seen  # the row's digits, one stop each
+        assert "This is not a digit" in seen
     finally:
         context.close()
 
@@ -101,5 +121,19 @@ def test_phone_gets_touch_wording_a_tall_row_box_and_an_announced_canvas(browser
         canvas = page.get_by_role("img", name="Drawing area")
         expect()(canvas).to_have_count(1)
         assert "Upload image" in page.locator("#" + canvas.get_attribute("aria-describedby")).inner_text()
+    finally:
+        context.close()
+
+
+@pytest.mark.parametrize("mode", ["Whatever is there", "Several digits"])
+def test_a_phone_on_its_side_gets_a_tall_row_box_that_fits_the_screen(browser, server, mode):
+    context = browser.new_context(**PHONE_ON_ITS_SIDE)
+    page = context.new_page()
+    try:
+        page.goto(server)
+        page.get_by_role("radio", name=mode).check()
+        box = page.locator("#pad").bounding_box()
+        assert box["height"] >= 200 and box["height"] <= 360 * 0.8, box
+        assert box["width"] >= 1.9 * box["height"], box  # still a box for a row
     finally:
         context.close()

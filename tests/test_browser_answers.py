@@ -89,6 +89,30 @@ def test_unsure_answers_look_different_and_corrections_are_marked(page, server, 
     expect()(pressed).to_have_text("3")
 
 
+def _row_with_an_unsure_digit(server, splits) -> tuple[np.ndarray, int]:
+    """A row of three real test digits in which the small model is unsure of one (asked through the API)."""
+    with httpx.Client(base_url=server[0], timeout=10) as client:
+        for start in range(0, 900, 3):
+            row = row_of(splits.test_x[start:start + 3])
+            got = client.post("/read", files={"file": ("row.png", png(255 - row), "image/png")}).json()
+            unsure = [i for i, d in enumerate(got["digits"]) if d["status"] == "uncertain"]
+            if len(got["digits"]) == 3 and unsure:
+                return row, unsure[0]
+    pytest.fail("the test model was sure of every digit in 300 rows: no unsure row digit to show")
+
+
+def test_an_unsure_digit_of_a_row_says_maybe(page, server, mnist_splits):
+    row, i = _row_with_an_unsure_digit(server, mnist_splits)
+    upload(page, row, "row.png")
+    expect()(page.locator("#digits button")).to_have_count(3)
+    button = page.locator("#digits button").nth(i)
+    expect()(button).to_contain_text(re.compile(r"Maybe \d\? · \d+%"))
+    expect()(button).to_have_class("unsure")
+    sure = [k for k in range(3) if "Maybe" not in page.locator("#digits button").nth(k).inner_text()]
+    for k in sure:
+        expect()(page.locator("#digits button").nth(k)).to_have_class("sure")
+
+
 def test_an_error_replaces_the_previous_answer(page, mnist_splits):
     upload(page, mnist_splits.test_x[0])
     wait_answer(page)
@@ -123,6 +147,31 @@ def test_auto_mode_reads_a_row_and_every_digit_can_be_corrected(page, server, mn
     images, labels, _ = store.feedback_arrays()
     store.close()
     assert labels.tolist()[-1] == wrong and images[-1].shape == (28, 28)
+
+
+def test_a_digit_of_a_row_shows_its_saved_correction_when_chosen_again(page, mnist_splits):
+    x, y = mnist_splits.test_x[50:53], mnist_splits.test_y[50:53]
+    upload(page, row_of(x), "row.png")
+    expect()(page.locator("#digits button")).to_have_count(3)
+    pressed = page.locator(".digit-buttons button[aria-pressed=true]")
+    second = page.locator("#digits button").nth(1)
+    second.click()
+    expect()(pressed).to_have_count(0)
+    wrong = (int(y[1]) + 1) % 10
+    page.get_by_role("button", name=f"The right digit is {wrong}").click()
+    expect()(page.locator("#feedback-status")).to_have_text(f"Thanks: saved as {wrong}.")
+    expect()(pressed).to_have_text(str(wrong))
+    page.locator("#digits button").first.click()
+    expect()(pressed).to_have_count(0)  # another digit: nothing chosen for it yet
+    expect()(page.locator("#feedback-status")).to_have_text("")
+    second.click()
+    expect()(pressed).to_have_count(1)
+    expect()(pressed).to_have_text(str(wrong))
+    expect()(page.locator("#feedback-status")).to_have_text(f"Saved as {wrong}.")
+    page.get_by_role("button", name="This is not a digit").click()
+    expect()(page.locator("#feedback-status")).to_have_text("Thanks: saved as not a digit.")
+    expect()(pressed).to_have_count(1)
+    expect()(pressed).to_have_text("Not a digit")
 
 
 def test_changing_mode_rereads_the_same_upload_and_drawing(page, mnist_splits):

@@ -13,7 +13,7 @@ from cnn_ocr.models import build
 from cnn_ocr.preprocess import to_model_input
 
 SPEC_KEYS = {"format_version", "input_name", "output_name", "labels", "temperature", "preprocessing", "model"}
-MODEL_KEYS = {"name", "version", "family", "run_id", "alias", "test_accuracy", "data_version"}
+MODEL_KEYS = {"name", "version", "family", "run_id", "alias", "test_accuracy", "data_version", "trained_at"}
 
 
 def _quick_torch(family: str, splits, steps: int = 30):

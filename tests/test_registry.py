@@ -11,6 +11,7 @@ from typer.testing import CliRunner
 from cnn_ocr import registry, select
 from cnn_ocr.config import load_params
 from cnn_ocr.registry import CHALLENGER, PRODUCTION, REGISTERED_MODEL, RegistryError
+from cnn_ocr.spec import trained_at_from_ms
 from cnn_ocr.tracking import reading, store
 from cnn_ocr.tracking.reading import RunRecord
 
@@ -114,7 +115,8 @@ def test_register_select_gate_force_rollback_and_history(two_runs, tiny_splits, 
     spec = json.loads((folder / "spec.json").read_text())
     assert spec["model"] == {"name": REGISTERED_MODEL, "version": prod.version, "alias": PRODUCTION,
                                   "run_id": best.run_id, "family": best.family, "data_version": "v2.0",
-                                  "test_accuracy": best.metrics["test_accuracy"]}
+                                  "test_accuracy": best.metrics["test_accuracy"],
+                                  "trained_at": trained_at_from_ms(reading.get_run(best.run_id).start_time)}
     import onnxruntime as ort
 
     from cnn_ocr.preprocess import to_model_input

@@ -11,7 +11,7 @@ import pytest
 from cnn_ocr import spec as spec_mod
 from cnn_ocr.calibration import softmax
 from cnn_ocr.model_cache import cached_version, fetch_version
-from cnn_ocr.spec import SpecError, build_spec, read_spec, write_spec
+from cnn_ocr.spec import SpecError, build_spec, read_spec, trained_at_from_ms, write_spec
 
 # spec.json exactly as exported models carry it (format 1), with a registry-filled model block.
 STORED = {
@@ -21,7 +21,8 @@ STORED = {
                       "mean": 0.1307, "std": 0.3081,
                       "recipe": "crop to ink, longer side to 20 px, centre of mass at (14, 14) in 28x28"},
     "model": {"name": "OCR-Production-Model", "version": 3, "family": "improved_cnn", "run_id": "abc123",
-              "alias": "production", "test_accuracy": 0.991, "data_version": "v2.0"},
+              "alias": "production", "test_accuracy": 0.991, "data_version": "v2.0",
+              "trained_at": "2026-11-26T14:03:12+00:00"},
 }
 
 
@@ -176,6 +177,9 @@ def test_registry_version_is_cached_with_a_pointer_the_cache_follows(tmp_path, t
     assert got.source == f"registry models:/Spec Test+Model@production (version {info.version})"
     served = read_spec(got.folder)
     assert served.model.version == info.version and served.model.run_id == run_id and served.model.family == "base_cnn"
+    from cnn_ocr.tracking.reading import get_run
+
+    assert served.model.trained_at == trained_at_from_ms(get_run(run_id).start_time)  # an older spec: from the run
     assert (got.folder / "model.onnx").read_bytes() == (folder / "model.onnx").read_bytes()
     stamp = (got.folder / "spec.json").stat().st_mtime_ns
     assert fetch_version(cache, "Spec Test+Model", "production", timeout_s=5).folder == got.folder

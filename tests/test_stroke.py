@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
-from pen_strokes import pen_paths, render_strokes
 from PIL import Image, ImageFilter
 
+from benchmarks.pen_strokes import pen_paths, render_strokes
 from cnn_ocr import stroke
 from cnn_ocr.preprocess import extract_ink, prepare_gray, to_model_input
 

@@ -11,9 +11,9 @@ const NOT_DIGIT_TEXT = "That doesn't look like a digit";
 function refusedAsNotDigit(d) {
   return d.status === "no_digit" && d.reason === NOT_DIGIT_REASON;
 }
-const FAMILIES = { improved_cnn: "improved CNN", base_cnn: "basic CNN", svm: "SVM", ensemble: "CNN ensemble" };
 
 let target = null;  // what a correction applies to: {prediction_id, digit, item}
+const chosen = new Map();  // prediction_id -> the correction saved for it, marked again when it is chosen again
 
 export function setState(value) {
   $("result").dataset.state = value;
@@ -133,7 +133,9 @@ function digitItem(d, i, n) {
   img.src = d.input_image;
   img.alt = "";
   const cap = document.createElement("span");
-  cap.textContent = notDigit ? "not a digit" : `${d.digit}${d.status === "ok" ? "" : "?"} · ${(d.confidence * 100).toFixed(0)}%`;
+  // A digit the model is not sure of says so in words, as a lone answer does ("Maybe 4 — or 9?").
+  const read = d.status === "ok" ? String(d.digit) : `Maybe ${d.digit}?`;
+  cap.textContent = notDigit ? "not a digit" : `${read} · ${(d.confidence * 100).toFixed(0)}%`;
   button.append(where, img, cap);
   button.addEventListener("click", () => {
     for (const other of $("digits").querySelectorAll("button")) other.setAttribute("aria-pressed", "false");
@@ -144,11 +146,21 @@ function digitItem(d, i, n) {
   return li;
 }
 
+function spoken(raw) {
+  return raw === "not_a_digit" ? "not a digit" : raw;
+}
+
+function markChosen(raw) {
+  // The correction saved for the current answer (or digit of a row) is the one pressed; none before one is saved.
+  for (const b of document.querySelectorAll(".digit-buttons button")) b.setAttribute("aria-pressed", String(b.dataset.label === raw));
+  if (raw !== undefined && raw !== null) $("feedback-status").textContent = `Saved as ${spoken(raw)}.`;
+}
+
 function setTarget(next) {
   target = next;
   $("feedback").hidden = !next;
   $("feedback-status").textContent = "";
-  for (const b of document.querySelectorAll(".digit-buttons button")) b.setAttribute("aria-pressed", "false");
+  markChosen(next && chosen.get(next.prediction_id));
   document.querySelector(".not-digit").hidden = !NOT_A_DIGIT;
   if (next) {
     const readAs = next.digit === null ? "not a digit" : `read as ${next.digit}`;
@@ -172,10 +184,10 @@ async function sendFeedback(button) {
     const data = await res.json();
     if (current !== target) return;
     if (!res.ok) { $("feedback-status").textContent = data.detail; return; }
-    for (const b of document.querySelectorAll(".digit-buttons button")) b.setAttribute("aria-pressed", String(b === button));
-    const said = label === "not_a_digit" ? "not a digit" : String(label);
-    $("feedback-status").textContent = `Thanks: saved as ${said}.`;
-    if (current.item) current.item.textContent = `${said} ✓ (was ${current.digit ?? "not a digit"})`;
+    chosen.set(current.prediction_id, raw);
+    markChosen(raw);
+    $("feedback-status").textContent = `Thanks: saved as ${spoken(raw)}.`;
+    if (current.item) current.item.textContent = `${spoken(raw)} ✓ (was ${current.digit ?? "not a digit"})`;
   } catch (err) {
     $("feedback-status").textContent = "The feedback could not be sent.";
   }
@@ -186,13 +198,6 @@ for (const button of document.querySelectorAll(".digit-buttons button")) {
 }
 
 export function describeModel(data) {
-  // In words a user understands; the technical version goes in the tooltip.
-  const kind = FAMILIES[data.family] || data.name;
-  const parts = [kind];
-  if (data.test_accuracy !== null && data.test_accuracy !== undefined) {
-    parts.push(`${(data.test_accuracy * 100).toFixed(1)} % right on the MNIST test digits`);
-  }
-  const tooltip = `${data.name}, version ${data.version}${data.alias ? ` (${data.alias})` : ""}`
-    + `${data.data_version ? `, data ${data.data_version}` : ""}, loaded ${data.loaded_at}`;
-  return { text: `Model: ${parts.join(", ")}`, tooltip };
+  // GET /model says it in words a user understands; the exact version goes in the tooltip.
+  return { text: `Model: ${data.summary}`, tooltip: data.details };
 }
