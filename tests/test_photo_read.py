@@ -67,12 +67,13 @@ def test_read_line_without_a_recognizer_is_the_read_answer(mnist_splits, project
 
     model = load_model_dir(service_model_dir, threads=1, source="test")
     x, y = mnist_splits.test_x, mnist_splits.test_y
-    for kind, i in (("numbers", 2), ("touching", 2), ("heldout", 0)):
+    for kind, i in (("numbers", 2), ("touching", 2), ("heldout", 0), ("pages", 4)):
         data = generate(project_params.photos, x, y, kind, i, megapixels=2.0).data
         ours = read_line(data, None, model.predict, ReadLimits())
         theirs = read_many([data], model.predict, ReadLimits())[0]
         assert ours["source"] == "segmentation"
         assert {k: ours[k] for k in theirs} == theirs
+        assert len(theirs["lines"]) == (3 if kind == "pages" else 1)
 
 
 def test_the_recognizer_is_kept_for_touching_digits_else_the_surer_reading():
