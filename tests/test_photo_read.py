@@ -49,6 +49,19 @@ def test_a_generated_photo_is_read_with_boxes_on_the_digits(mnist_splits, projec
             assert overlap(got["box"], list(box)) > 0.5 and 0 < got["confidence"] <= 1
 
 
+@pytest.mark.model
+def test_a_page_is_printed_line_by_line(mnist_splits, project_params, service_model_dir, tmp_path):
+    photo = generate(project_params.photos, mnist_splits.test_x, mnist_splits.test_y, "pages", 4, megapixels=2.0)
+    (tmp_path / "page.jpg").write_bytes(photo.data)
+    done = ocr(str(tmp_path / "page.jpg"), "--model-path", str(service_model_dir), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert [line["text"] for line in answer["lines"]] == [line.text for line in photo.lines]
+    assert answer["text"] == photo.text
+    for got, truth in zip(answer["lines"], photo.lines, strict=True):
+        assert overlap(got["box"], list(truth.box)) > 0.5
+
+
 def test_missing_file_and_not_an_image_are_one_line_errors(tmp_path, service_model_dir):
     done = ocr(str(tmp_path / "nope.jpg"), tmp_path=tmp_path)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "no such file" in done.stderr
