@@ -43,10 +43,10 @@ async def predict_batch(request: Request, service: Service) -> dict:
 
 
 @router.post("/read", response_model=schemas.ReadResponse | schemas.AutoDigitResponse, responses=schemas.ERRORS,
-             openapi_extra=schemas.image_body(), summary="Read a row of digits")
+             openapi_extra=schemas.image_body(), summary="Read the lines of digits of an image")
 async def read(request: Request, service: Service, mode: Literal["row", "auto"] = "row") -> dict:
-    """All digits written in a row, left to right, with their boxes. `mode=auto` answers an image that holds
-    one digit as /predict does (`kind` "digit") and a row as /read does (`kind` "row")."""
+    """Every line of digits, top to bottom, each left to right, with their boxes (`lines`; `text` joins them
+    with newlines). `mode=auto` answers an image that holds one digit as /predict does (`kind` "digit")."""
     item = await single_input(request, service.settings)
     return await run_in_threadpool(service.read_auto if mode == "auto" else service.read, item)
 

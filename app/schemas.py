@@ -43,13 +43,24 @@ class ReadDigit(BaseModel):
     input_image: str | None = None
 
 
-class ReadResponse(BaseModel):
-    prediction_id: str
-    text: str = Field(description="The digits left to right, `?` for each mark that is not a digit.")
+class ReadLine(BaseModel):
+    text: str = Field(description="The line's digits left to right, `?` for each mark that is not a digit.")
+    box: list[int] = Field(description="[x, y, w, h] around the line's digits, in the uploaded image's pixels.")
     status: Status
     digits: list[ReadDigit]
+
+
+class ReadResponse(BaseModel):
+    prediction_id: str
+    text: str = Field(description="Each line's digits left to right, `?` for each mark that is not a digit; "
+                      "lines joined by newlines, top to bottom.")
+    status: Status
+    digits: list[ReadDigit] = Field(description="Every digit, line after line.")
     model: ModelRef
-    kind: Literal["row"] = Field("row", description="`mode=auto`: the image held two or more digits.")
+    kind: Literal["row", "page"] = Field("row", description="`row`: one line (with `mode=auto`: two or more "
+                                         "digits); `page`: several lines.")
+    lines: list[ReadLine] = Field(default_factory=list, description="The lines of digits, top to bottom, and "
+                                  "left to right among lines side by side.")
 
 
 class AutoDigitResponse(PredictResponse):

@@ -22,7 +22,7 @@ from app.settings import Settings
 from cnn_ocr.decode import decode_image
 from cnn_ocr.feedback import NOT_A_DIGIT, FeedbackStore, PredictionRecord, StoreUnavailable
 from cnn_ocr.preprocess import Prepared, prepare_gray
-from cnn_ocr.reader import ReadLimits, find_digits, judge, line_status, line_text, ood_threshold
+from cnn_ocr.reader import Page, ReadLimits, find_page, judge, line_status, ood_threshold, page_lines
 
 # Model families in the words the page uses; a family not listed is shown by its own name.
 FAMILY_WORDS = {"improved_cnn": "improved CNN", "base_cnn": "basic CNN", "svm": "SVM", "ensemble": "CNN ensemble"}
@@ -144,34 +144,38 @@ class OcrService:
         self._record(model, [(pid, "digit", a) for pid, a in zip(ids, answers, strict=True)])
         return [self._response(pid, a, model) for pid, a in zip(ids, answers, strict=True)]
 
-    def _segments(self, item: ImageInput) -> list:
+    def _page(self, item: ImageInput) -> Page:
         limits = ReadLimits(self.settings.max_bytes, self.settings.max_pixels, self.settings.read_max_digits,
-                            self.settings.uncertain_threshold, self.settings.ood_threshold)
-        return find_digits(item.data, item.pixels, limits).segments
+                            self.settings.uncertain_threshold, self.settings.ood_threshold,
+                            self.settings.read_max_lines)
+        return find_page(item.data, item.pixels, limits)
 
     def read(self, item: ImageInput) -> dict:
-        """All digits of a line, left to right."""
-        return self._read_segments(self._segments(item))
+        """Every line of digits, top to bottom, each left to right (`lines`); `digits` holds them all."""
+        return self._read_page(self._page(item))
 
     def read_auto(self, item: ImageInput) -> dict:
         """One digit or a row, whichever the image holds: two or more separate digits are read as a row
         (`kind` "row", the /read answer), anything else as one digit (`kind` "digit", the /predict answer)."""
-        segments = self._segments(item)
-        if len(segments) >= 2:
-            return self._read_segments(segments)
+        page = self._page(item)
+        if len(page.segments) >= 2:
+            return self._read_page(page)
         return {**self.predict([item])[0], "kind": "digit"}
 
-    def _read_segments(self, segments: list) -> dict:
+    def _read_page(self, page: Page) -> dict:
         model = self.model()
+        segments = page.segments
         answers = self.classify(model, [s.image for s in segments])
         read_id, ids = uuid.uuid4().hex, [uuid.uuid4().hex for _ in answers]
         self._record(model, [(read_id, "read", None)] + [(pid, "digit", a) for pid, a in zip(ids, answers, strict=True)])
         digits = [{"digit": a.digit, "confidence": round(a.confidence, 6), "status": a.status, "reason": a.reason,
                    "ood_score": a.ood_score, "box": list(s.box), "prediction_id": pid,
                    "input_image": png_data_url(s.image)} for a, s, pid in zip(answers, segments, ids, strict=True)]
-        status = line_status([d["status"] for d in digits])
-        return {"prediction_id": read_id, "text": line_text([d["digit"] for d in digits]), "status": status,
-                "digits": digits, "model": {"name": model.info.name, "version": model.info.version}, "kind": "row"}
+        lines = page_lines(page, digits)
+        return {"prediction_id": read_id, "text": "\n".join(line["text"] for line in lines),
+                "status": line_status([d["status"] for d in digits]), "digits": digits,
+                "model": {"name": model.info.name, "version": model.info.version},
+                "kind": "page" if len(lines) > 1 else "row", "lines": lines}
 
     def add_feedback(self, prediction_id: str, label: int | str) -> dict:
         """Store a correction (a digit or "not_a_digit"); `UnknownPrediction` or `InvalidFeedback` when it

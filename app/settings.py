@@ -29,6 +29,7 @@ class Settings(BaseSettings):
     max_pixels: int = Field(25_000_000, ge=64, description="Largest accepted image, in pixels (w x h).")
     batch_limit: int = Field(32, ge=1, le=1000, description="Most files in one /predict/batch request.")
     read_max_digits: int = Field(64, ge=1, le=1000, description="Most digits /read returns from one image.")
+    read_max_lines: int = Field(16, ge=1, le=200, description="Most lines of digits /read reads from one image.")
     feedback_db: str | Path = Field("data/feedback/feedback.db", description="Feedback store: a SQLite file path or a "
                                     "postgresql://user:pass@host/db URL shared by replicas.")
     prediction_retention_s: float = Field(7 * 24 * 3600, gt=0, description="How long predictions stay "

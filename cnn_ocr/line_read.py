@@ -5,8 +5,8 @@ line and needs no split, which is what touching and overlapping digits need. Bot
 box and a confidence per digit. When they count a different number of digits, the recognizer's is kept if
 segmentation cut a piece wider than the line is tall (touching digits) or the recognizer is the surer;
 otherwise the reading whose weakest digit is the more confident (ties keep segmentation). The answer says
-which (`source`). Without a recognizer this is exactly `/read`'s
-reading (`cnn_ocr.reader`).
+which (`source`). A page is first split into its lines (`cnn_ocr.page`) and each line read so. Without a
+recognizer this is exactly `/read`'s reading (`cnn_ocr.reader`).
 """
 
 from __future__ import annotations
@@ -17,9 +17,10 @@ from typing import Any
 import numpy as np
 
 from cnn_ocr.decode import decode_image
+from cnn_ocr.page import find_lines
 from cnn_ocr.preprocess import Ink, extract_ink
-from cnn_ocr.reader import Predict, ReadLimits, digit_answers, line_answer, line_text, ood_threshold
-from cnn_ocr.segment import segment_digits
+from cnn_ocr.reader import Predict, ReadLimits, digit_answers, line_answer, line_status, line_text, ood_threshold
+from cnn_ocr.segment import Segment, segment_digits
 
 # A piece this many times wider than the line's median digit height holds more than one digit.
 WIDE = 1.0
@@ -52,8 +53,13 @@ def ink_of(data: bytes | None, pixels: np.ndarray | None, limits: ReadLimits) ->
 
 
 def segmented(ink: Ink, predict: Predict, limits: ReadLimits, stored_threshold: float | None = None) -> Reading:
-    """Segmentation + classifier (and its not-a-digit score), as `/read` does it."""
-    segments = segment_digits(ink, limits.max_digits)
+    """Segmentation + classifier (and its not-a-digit score), as `/read` does it for one row."""
+    return classified(segment_digits(ink, limits.max_digits), predict, limits, stored_threshold)
+
+
+def classified(segments: list[Segment], predict: Predict, limits: ReadLimits,
+               stored_threshold: float | None = None) -> Reading:
+    """The classifier's reading of a line's segments (and their not-a-digit scores)."""
     probs, scores = predict(np.stack([s.image for s in segments])) if segments else (np.zeros((0, 10)), None)
     cut = ood_threshold(stored_threshold, limits.ood_threshold)
     return Reading(digit_answers(segments, probs, scores, limits.uncertain_threshold, cut), "segmentation")
@@ -80,12 +86,28 @@ def choose(seg: Reading, rec: Reading) -> Reading:
     return rec if rec.weakest > seg.weakest else seg
 
 
+def _line_field(reading: Reading) -> dict[str, Any]:
+    boxes = [d["box"] for d in reading.digits]
+    x0, y0 = min(b[0] for b in boxes), min(b[1] for b in boxes)
+    x1, y1 = max(b[0] + b[2] for b in boxes), max(b[1] + b[3] for b in boxes)
+    return {"text": reading.text, "box": [x0, y0, x1 - x0, y1 - y0],
+            "status": line_status([d["status"] for d in reading.digits]), "digits": reading.digits}
+
+
 def read_line(data: bytes | None, pixels: np.ndarray | None, predict: Predict, limits: ReadLimits,
               recognizer: Any | None = None, stored_threshold: float | None = None) -> dict[str, Any]:
-    """One image's answer (`/read`'s fields and `source`); `ImageError` for bad input."""
+    """One image's answer (`/read`'s fields, `lines` too, and `source`: `recognizer` when any line kept the
+    recognizer's reading); `ImageError` for bad input."""
     ink = ink_of(data, pixels, limits)
-    reading = segmented(ink, predict, limits, stored_threshold)
-    if recognizer is not None and ink.no_digit is None:
-        reading = choose(reading, recognized(ink, recognizer, limits))
-    no_digit = None if reading.digits else (ink.no_digit or "blank")
-    return {**line_answer(reading.digits, no_digit), "source": reading.source}
+    readings = []
+    for line in find_lines(ink, limits.max_lines, limits.max_digits):
+        reading = classified(line.segments, predict, limits, stored_threshold)
+        if recognizer is not None:
+            reading = choose(reading, recognized(line.ink, recognizer, limits))
+        readings.append(reading)
+    digits = [d for r in readings for d in r.digits]
+    no_digit = None if digits else (ink.no_digit or "blank")
+    lines = [_line_field(r) for r in readings if r.digits]
+    source = "recognizer" if any(r.source == "recognizer" for r in readings) else "segmentation"
+    return {**line_answer(digits, no_digit), "text": "\n".join(line["text"] for line in lines), "lines": lines,
+            "source": source}

@@ -1,9 +1,10 @@
 """Reading the digits of an image, free of HTTP: the path `/read` and `ocr batch` share.
 
-Bytes are decoded (`cnn_ocr.decode`), separated into ink (`cnn_ocr.preprocess`), split into digits
-(`cnn_ocr.segment`), and every digit goes through the model's probabilities and, when the model has a detector,
-its not-a-digit score: a mark scoring below the threshold is `no_digit` for reason `not_a_digit` (written `?` in
-the text). `read_many` runs the model once for all the digits of many images, which is what makes batch reading
+Bytes are decoded (`cnn_ocr.decode`), separated into ink (`cnn_ocr.preprocess`), split into lines
+(`cnn_ocr.page`) and digits (`cnn_ocr.segment`), and every digit goes through the model's probabilities and,
+when the model has a detector, its not-a-digit score: a mark scoring below the threshold is `no_digit` for
+reason `not_a_digit` (written `?` in the text).
+`read_many` runs the model once for all the digits of many images, which is what makes batch reading
 fast; a file that cannot be read becomes an answer with an error, never an exception.
 """
 
@@ -17,6 +18,7 @@ from typing import Any
 import numpy as np
 
 from cnn_ocr.decode import DEFAULT_MAX_BYTES, DEFAULT_MAX_PIXELS, ImageError, decode_image
+from cnn_ocr.page import PageLine, find_lines
 from cnn_ocr.preprocess import extract_ink
 from cnn_ocr.segment import Segment, segment_digits
 from cnn_ocr.spec import not_a_digit
@@ -40,6 +42,7 @@ class ReadLimits:
     max_digits: int = 64
     uncertain_threshold: float = 0.7
     ood_threshold: float | None = None  # overrides the model's stored not-a-digit threshold when set
+    max_lines: int = 16
 
 
 @dataclass(frozen=True)
@@ -48,6 +51,19 @@ class Line:
 
     segments: list[Segment] = field(default_factory=list)
     no_digit: str | None = None
+
+
+@dataclass(frozen=True)
+class Page:
+    """The lines of digits found in one image, in reading order, or why there are none."""
+
+    lines: list[PageLine] = field(default_factory=list)
+    no_digit: str | None = None
+
+    @property
+    def segments(self) -> list[Segment]:
+        """Every digit of the page, line after line."""
+        return [s for line in self.lines for s in line.segments]
 
 
 @dataclass(frozen=True)
@@ -103,13 +119,40 @@ def find_digits(data: bytes | None, pixels: np.ndarray | None, limits: ReadLimit
     return Line(segments, None if segments else (ink.no_digit or "blank"))
 
 
+def find_page(data: bytes | None, pixels: np.ndarray | None, limits: ReadLimits) -> Page:
+    """Decode (unless grayscale `pixels` are given) and find every line of digits, each split into digits;
+    `ImageError` for bad input or more lines / digits than `limits` allow. One row is split as `find_digits`
+    splits it."""
+    if pixels is not None:
+        gray, scale = pixels, 1.0
+    else:
+        decoded = decode_image(data or b"", max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
+        gray, scale = decoded.gray, decoded.scale
+    ink = extract_ink(gray, scale)
+    lines = find_lines(ink, limits.max_lines, limits.max_digits)
+    return Page(lines, None if lines else (ink.no_digit or "blank"))
+
+
+def page_lines(page: Page, digits: Sequence[dict[str, Any]]) -> list[dict[str, Any]]:
+    """The `lines` field: per line its text, box [x, y, w, h], status and digits (`digits` are the page's
+    answers, line after line, as `Page.segments` orders them)."""
+    out, k = [], 0
+    for line in page.lines:
+        mine = list(digits[k:k + len(line.segments)])
+        k += len(line.segments)
+        out.append({"text": line_text([d["digit"] for d in mine]), "box": [int(v) for v in line.box],
+                    "status": line_status([d["status"] for d in mine]), "digits": mine})
+    return out
+
+
 def _error_answer(message: str) -> dict[str, Any]:
-    return {"text": None, "status": "error", "reason": None, "digits": [], "ood_score": None, "error": message}
+    return {"text": None, "status": "error", "reason": None, "digits": [], "ood_score": None, "error": message,
+            "lines": []}
 
 
-def _find(data: bytes, limits: ReadLimits) -> Line | str:
+def _find(data: bytes, limits: ReadLimits) -> Page | str:
     try:
-        return find_digits(data, None, limits)
+        return find_page(data, None, limits)
     except ImageError as exc:
         return f"{exc.kind}: {exc}"
     except Exception as exc:  # a library bug on one odd file must not end a job of millions
@@ -123,11 +166,12 @@ def read_many(items: Sequence[bytes], predict: Predict, limits: ReadLimits,
 
     Each answer: text, status (ok / uncertain / no_digit / error), reason (why no digit), digits (digit,
     confidence, status, reason, ood_score, box [x, y, w, h] in the original image's pixels), ood_score (the
-    lowest of its digits', None without a detector or digits) and error (None when readable).
+    lowest of its digits', None without a detector or digits), error (None when readable) and lines (per
+    line of a page: text, box, status, digits); `text` is the lines' texts joined by newlines.
     `stored_threshold` is the model's not-a-digit threshold; `limits.ood_threshold` overrides it.
     """
     lines = [_find(data, limits) for data in items]
-    crops = [s.image for line in lines if isinstance(line, Line) for s in line.segments]
+    crops = [s.image for line in lines if isinstance(line, Page) for s in line.segments]
     probs, scores = predict(np.stack(crops)) if crops else (np.zeros((0, 10)), None)
     cut = ood_threshold(stored_threshold, limits.ood_threshold)
     answers: list[dict[str, Any]] = []
@@ -140,7 +184,7 @@ def read_many(items: Sequence[bytes], predict: Predict, limits: ReadLimits,
         digits = digit_answers(line.segments, probs[k:k + n], None if scores is None else scores[k:k + n],
                                limits.uncertain_threshold, cut)
         k += n
-        answers.append(line_answer(digits, line.no_digit))
+        answers.append(page_answer(line, digits))
     return answers
 
 
@@ -163,3 +207,10 @@ def line_answer(digits: list[dict[str, Any]], no_digit: str | None) -> dict[str,
     return {"text": line_text([d["digit"] for d in digits]), "status": status,
             "reason": no_digit or (NOT_A_DIGIT if digits and status == "no_digit" else None),
             "digits": digits, "ood_score": min(known) if known else None, "error": None}
+
+
+def page_answer(page: Page, digits: list[dict[str, Any]]) -> dict[str, Any]:
+    """`line_answer` for a whole page: `text` holds the lines' texts joined by newlines, `lines` each line."""
+    lines = page_lines(page, digits)
+    return {**line_answer(digits, page.no_digit), "text": "\n".join(line["text"] for line in lines),
+            "lines": lines}

@@ -4,6 +4,8 @@ taller several-digits box."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 from browser_env import expect, page_server, wait_answer
@@ -12,6 +14,7 @@ from image_files import png
 from app.vendor import installed, manifest
 
 pytestmark = pytest.mark.browser
+ROOT = Path(__file__).resolve().parents[1]
 PHONE = {"viewport": {"width": 375, "height": 740}, "device_scale_factor": 2, "is_mobile": True, "has_touch": True}
 PHONE_ON_ITS_SIDE = {**PHONE, "viewport": {"width": 740, "height": 360}}
 
@@ -37,6 +40,21 @@ def upload(page, image: np.ndarray | bytes, name: str = "digit.png") -> None:
     page.locator("#file").set_input_files(files=[{"name": name, "mimeType": "image/png", "buffer": data}])
 
 
+def photo_violations(page, mnist_splits) -> list[str]:
+    """The Photo mode with a page of numbers read and one digit chosen for correction."""
+    from cnn_ocr.config import load_params
+    from cnn_ocr.data.photo_sets import generate
+
+    params = load_params(ROOT / "params.yaml").photos
+    photo = generate(params, mnist_splits.test_x, mnist_splits.test_y, "pages", 4, megapixels=2.0)
+    page.locator("#photo-file").set_input_files(files=[{"name": "page.jpg", "mimeType": "image/jpeg",
+                                                        "buffer": photo.data}])
+    expect()(page.locator(".photo-box")).to_have_count(sum(len(line.text) for line in photo.lines))
+    page.locator(".photo-box").first.click()
+    expect()(page.locator("#photo-fix")).to_be_visible()
+    return serious_violations(page)
+
+
 @pytest.mark.parametrize("viewport", ["desktop", "phone"])
 def test_axe_finds_no_serious_violation_in_any_state(browser, server, mnist_splits, viewport):
     context = browser.new_context(**(PHONE if viewport == "phone" else {"viewport": {"width": 1100, "height": 900}}))
@@ -58,6 +76,7 @@ def test_axe_finds_no_serious_violation_in_any_state(browser, server, mnist_spli
         upload(page, b"not an image", "x.png")
         expect()(page.locator("#error")).to_be_visible()
         found["error"] = serious_violations(page)
+        found["photo"] = photo_violations(page, mnist_splits)
         assert found == {state: [] for state in found}
     finally:
         context.close()

@@ -50,7 +50,8 @@ def test_boxes_come_from_the_frames_where_digits_are_emitted():
 
 
 @pytest.mark.model
-def test_a_few_training_steps_and_an_onnx_export_with_parity(mnist_splits, project_params, tmp_path):
+def test_a_few_training_steps_and_an_onnx_export_with_parity(mnist_splits, project_params, tmp_path,
+                                                           service_model_dir):
     from cnn_ocr.fit.ctc_loop import synthetic_strings, train_crnn
     from cnn_ocr.line_model import SPEC_FILE, LineRecognizer, export_line_model
 
@@ -69,3 +70,20 @@ def test_a_few_training_steps_and_an_onnx_export_with_parity(mnist_splits, proje
     for d in reader.read(held.images[0].astype(np.float32)):  # whatever it reads comes with a box in the line
         x, y, w, h = d.box
         assert 0 <= x and x + w <= held.images[0].shape[1] and w >= 1 and 0 <= d.confidence <= 1
+    _a_page_is_read_line_by_line_with_the_recognizer(reader, mnist_splits, project_params, service_model_dir)
+
+
+def _a_page_is_read_line_by_line_with_the_recognizer(reader, mnist_splits, project_params, model_dir) -> None:
+    from app.model_store import load_model_dir
+    from cnn_ocr.data.photo_sets import generate
+    from cnn_ocr.line_read import read_line
+    from cnn_ocr.reader import ReadLimits
+
+    classifier = load_model_dir(model_dir, threads=1, source="test")
+    page = generate(project_params.photos, mnist_splits.test_x, mnist_splits.test_y, "pages", 4, megapixels=2.0)
+    answer = read_line(page.data, None, classifier.predict, ReadLimits(), reader)
+    assert len(answer["lines"]) == 3 and answer["text"] == "\n".join(line["text"] for line in answer["lines"])
+    for got, truth in zip(answer["lines"], page.lines, strict=True):
+        x, y, w, h = truth.box
+        cx, cy = got["box"][0] + got["box"][2] / 2, got["box"][1] + got["box"][3] / 2
+        assert x <= cx <= x + w and y <= cy <= y + h

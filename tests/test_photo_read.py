@@ -49,6 +49,19 @@ def test_a_generated_photo_is_read_with_boxes_on_the_digits(mnist_splits, projec
             assert overlap(got["box"], list(box)) > 0.5 and 0 < got["confidence"] <= 1
 
 
+@pytest.mark.model
+def test_a_page_is_printed_line_by_line(mnist_splits, project_params, service_model_dir, tmp_path):
+    photo = generate(project_params.photos, mnist_splits.test_x, mnist_splits.test_y, "pages", 4, megapixels=2.0)
+    (tmp_path / "page.jpg").write_bytes(photo.data)
+    done = ocr(str(tmp_path / "page.jpg"), "--model-path", str(service_model_dir), tmp_path=tmp_path)
+    assert done.returncode == 0, done.stderr
+    answer = json.loads(done.stdout)
+    assert [line["text"] for line in answer["lines"]] == [line.text for line in photo.lines]
+    assert answer["text"] == photo.text
+    for got, truth in zip(answer["lines"], photo.lines, strict=True):
+        assert overlap(got["box"], list(truth.box)) > 0.5
+
+
 def test_missing_file_and_not_an_image_are_one_line_errors(tmp_path, service_model_dir):
     done = ocr(str(tmp_path / "nope.jpg"), tmp_path=tmp_path)
     assert done.returncode == 2 and done.stderr.strip().count("\n") == 0 and "no such file" in done.stderr
@@ -67,12 +80,13 @@ def test_read_line_without_a_recognizer_is_the_read_answer(mnist_splits, project
 
     model = load_model_dir(service_model_dir, threads=1, source="test")
     x, y = mnist_splits.test_x, mnist_splits.test_y
-    for kind, i in (("numbers", 2), ("touching", 2), ("heldout", 0)):
+    for kind, i in (("numbers", 2), ("touching", 2), ("heldout", 0), ("pages", 4)):
         data = generate(project_params.photos, x, y, kind, i, megapixels=2.0).data
         ours = read_line(data, None, model.predict, ReadLimits())
         theirs = read_many([data], model.predict, ReadLimits())[0]
         assert ours["source"] == "segmentation"
         assert {k: ours[k] for k in theirs} == theirs
+        assert len(theirs["lines"]) == (3 if kind == "pages" else 1)
 
 
 def test_the_recognizer_is_kept_for_touching_digits_else_the_surer_reading():

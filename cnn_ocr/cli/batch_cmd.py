@@ -72,7 +72,7 @@ def batch(
     settings = service_settings(model_path=model_path, model_name=model_name, model_alias=model_alias)
     ref = _model(settings)
     limits = ReadLimits(settings.max_bytes, settings.max_pixels, settings.read_max_digits, settings.uncertain_threshold,
-                        settings.ood_threshold)
+                        settings.ood_threshold, settings.read_max_lines)
     options = BatchOptions(engine, workers or len(os.sched_getaffinity(0)), batch_size, chunk_size, resume, ray_address)
     with _progress() as progress:
         task = progress.add_task("read", total=len(paths), rate=0.0)

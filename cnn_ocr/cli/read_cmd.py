@@ -27,7 +27,7 @@ def read(
     settings = service_settings(model_path=model_path)
     _, model = served_model(settings)
     limits = ReadLimits(settings.max_bytes, settings.max_pixels, settings.read_max_digits,
-                        settings.uncertain_threshold, settings.ood_threshold)
+                        settings.uncertain_threshold, settings.ood_threshold, settings.read_max_lines)
     if recognizer is None:
         ood = model.spec.ood
         answers = read_many([f.read_bytes() for f in files], model.predict, limits,
