@@ -94,6 +94,7 @@ function provisional() {
   clearTimeout(state.timer);
   state.seq += 1;
   if (state.controller) state.controller.abort();
+  octx.clearRect(0, 0, overlay.width, overlay.height);  // an older row's boxes do not sit on the new drawing
   $("status").textContent = "Still drawing… the answer comes when you pause.";
   setState("drawing");
 }
