@@ -270,6 +270,7 @@ async function loadModelInfo() {
 
 if (TOUCH_ONLY) {
   $("drop-hint").textContent = "Draw above with your finger, or tap Upload image to choose a photo.";
+  pad.setAttribute("aria-label", "Drawing area: draw one digit or several in a row with your finger or a pen");
   document.body.classList.add("touch");
 }
 window.addEventListener("resize", resizeCanvases);
