@@ -128,8 +128,8 @@ def download_onnx(info: ModelVersionInfo, dest: Path) -> Path:
 
 
 def _missing_facts(info: ModelVersionInfo, block: Any) -> dict[str, Any]:
-    """What a spec exported before they were recorded lacks, from the registry: the test accuracy (a version
-    tag) and when the model was trained (its run's start)."""
+    """For a spec exported before it recorded them: the test accuracy (a version tag) and when the model was
+    trained (its run's start), from the registry."""
     from cnn_ocr.spec import trained_at_from_ms
     from cnn_ocr.tracking.reading import get_run
 

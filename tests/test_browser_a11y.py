@@ -140,6 +140,7 @@ def test_phone_gets_touch_wording_a_tall_row_box_and_an_announced_canvas(browser
         canvas = page.get_by_role("img", name="Drawing area")
         expect()(canvas).to_have_count(1)
         assert "Upload image" in page.locator("#" + canvas.get_attribute("aria-describedby")).inner_text()
+        assert "mouse" not in canvas.get_attribute("aria-label")  # touch wording in the text alternative too
     finally:
         context.close()
 

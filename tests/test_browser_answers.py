@@ -11,6 +11,9 @@ import pytest
 from browser_env import expect, page_server, wait_answer
 from image_files import png
 
+from benchmarks.page import draw_row
+from benchmarks.pen_strokes import pen_paths
+
 pytestmark = pytest.mark.browser
 
 
@@ -125,6 +128,31 @@ def test_an_error_replaces_the_previous_answer(page, mnist_splits):
     wait_answer(page)
     expect()(page.locator("#error")).to_be_hidden()
     expect()(page.locator("#digit")).to_have_text("1")
+
+
+def overlay_ink(page) -> int:
+    """How many pixels of the overlay (the row's boxes and digits drawn over the box) are not transparent."""
+    return page.locator("#overlay").evaluate("""c => { const d = c.getContext("2d")
+        .getImageData(0, 0, c.width, c.height).data; let n = 0;
+        for (let i = 3; i < d.length; i += 4) n += d[i] > 0; return n; }""")
+
+
+def test_an_error_or_a_new_drawing_clears_a_row_and_its_boxes(page, mnist_splits):
+    upload(page, row_of(mnist_splits.test_x[60:63]), "row.png")
+    expect()(page.locator("#digits button")).to_have_count(3)
+    assert overlay_ink(page) > 0
+    upload(page, b"this is not an image", "notes.png")
+    expect()(page.locator("#error")).to_be_visible()
+    expect()(page.locator("#digits")).to_be_hidden()
+    assert overlay_ink(page) == 0
+    draw_row(page, [pen_paths(d) for d in mnist_splits.test_x[60:63]])  # a drawn row: no upload to replace
+    wait_answer(page)
+    expect()(page.locator("#error")).to_be_hidden()
+    assert page.locator("#digits button").count() >= 2 and overlay_ink(page) > 0
+    vertical_bar(page, release=False)
+    expect()(page.locator("#result")).to_have_attribute("data-state", "drawing")
+    assert overlay_ink(page) == 0
+    page.mouse.up()
 
 
 def test_auto_mode_reads_a_row_and_every_digit_can_be_corrected(page, server, mnist_splits):

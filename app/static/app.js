@@ -94,6 +94,7 @@ function provisional() {
   clearTimeout(state.timer);
   state.seq += 1;
   if (state.controller) state.controller.abort();
+  octx.clearRect(0, 0, overlay.width, overlay.height);  // an older row's boxes do not sit on the new drawing
   $("status").textContent = "Still drawing… the answer comes when you pause.";
   setState("drawing");
 }
@@ -269,6 +270,7 @@ async function loadModelInfo() {
 
 if (TOUCH_ONLY) {
   $("drop-hint").textContent = "Draw above with your finger, or tap Upload image to choose a photo.";
+  pad.setAttribute("aria-label", "Drawing area: draw one digit or several in a row with your finger or a pen");
   document.body.classList.add("touch");
 }
 window.addEventListener("resize", resizeCanvases);
