@@ -3,8 +3,9 @@
 The ink's connected pieces that are tall enough to be (part of) a digit are linked into lines: two pieces
 share a line when they overlap vertically by `ROW_OVERLAP` of the shorter one and the horizontal gap
 between them is at most `ROW_GAP` of the taller one's height, so two numbers written side by side, far
-apart, are two lines. Smaller pieces (dots, broken-off strokes) join the line whose band holds them and
-whose ink is nearest. An image with one line is split exactly as a single row always was
+apart, are two lines; pieces stacked closely one above the other are one digit's parts. Smaller pieces
+(dots, broken-off strokes) join the line whose band holds them and whose ink is nearest. An image with one
+line is split exactly as a single row always was
 (`cnn_ocr.segment.segment_digits` on the whole ink); with several, each line's own ink is split alone.
 Lines come top to bottom, and left to right among lines that share a band.
 """
@@ -21,6 +22,10 @@ from cnn_ocr.segment import MAX_PIECES_PER_DIGIT, Segment, _Group, _pieces, segm
 
 ROW_OVERLAP = 0.3
 ROW_GAP = 3.0
+# Pieces one above the other, overlapping by half the narrower's width with a gap under this share of the
+# taller's height, are parts of one digit (the loops of an 8 drawn apart), not two lines.
+STACK_OVERLAP = 0.5
+STACK_GAP = 0.3
 # A piece shorter than this share of the page's tall pieces (75th percentile) seeds no line of its own.
 TALL = 0.4
 
@@ -45,7 +50,9 @@ class PageLine:
 def _linked(a: _Group, b: _Group) -> bool:
     overlap = min(a.y1, b.y1) - max(a.y0, b.y0)
     gap = max(a.x0, b.x0) - min(a.x1, b.x1)
-    return overlap >= ROW_OVERLAP * min(a.height, b.height) and gap <= ROW_GAP * max(a.height, b.height)
+    if overlap >= ROW_OVERLAP * min(a.height, b.height) and gap <= ROW_GAP * max(a.height, b.height):
+        return True
+    return -gap >= STACK_OVERLAP * min(a.width, b.width) and -overlap <= STACK_GAP * max(a.height, b.height)
 
 
 def _rows(tall: list[_Group]) -> list[list[int]]:

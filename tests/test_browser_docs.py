@@ -41,7 +41,7 @@ def test_swagger_ui_renders_offline(offline_page, server):
     response = offline_page.goto(f"{server}/docs")
     assert response.status == 200
     expect()(offline_page.locator(".swagger-ui .opblock-summary-path", has_text="/predict").first).to_be_visible()
-    expect()(offline_page.get_by_text("Read a row of digits").first).to_be_visible()
+    expect()(offline_page.get_by_text("Read the lines of digits of an image").first).to_be_visible()
     assert offline_page.aborted == [] and _local_failures(offline_page) == []
 
 

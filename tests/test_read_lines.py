@@ -84,6 +84,15 @@ def test_a_single_row_answers_as_before_with_one_line(base, mnist_splits, projec
     assert auto.json()["kind"] == "row" and auto.json()["text"] == photo.text
 
 
+def test_a_digit_drawn_in_two_stacked_pieces_is_one_line(base):
+    yy, xx = np.mgrid[0:120, 0:80]
+    ring = lambda cy: np.abs(np.hypot(yy - cy, xx - 40) - 20) < 5  # noqa: E731
+    eight = np.where(ring(32) | ring(88), 0, 255).astype(np.uint8)
+    eight[58:62] = 255  # the loops drawn apart: two pieces, one above the other
+    body = post(base, png(eight), "eight.png").json()
+    assert body["kind"] == "row" and len(body["lines"]) == 1 and len(body["digits"]) == 1
+
+
 def test_a_page_digit_takes_feedback(base, mnist_splits, project_params):
     photo = generate(project_params.photos, mnist_splits.test_x, mnist_splits.test_y, "pages", 4, megapixels=2.0)
     digit = post(base, photo.data).json()["lines"][2]["digits"][0]
