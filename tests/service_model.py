@@ -34,14 +34,19 @@ def _net():
     )
 
 
-def _train(train_x: np.ndarray, train_y: np.ndarray, make_net=_net, epochs: int = EPOCHS):
+def _train(train_x: np.ndarray, train_y: np.ndarray, make_net=_net, epochs: int = EPOCHS,
+           negatives: np.ndarray | None = None):
+    """Adam + one-cycle; with `negatives`, outlier exposure: as many random negatives per batch, their softmax
+    pushed towards uniform (weight OE_WEIGHT), as `ocr train` does."""
     import torch
     import torch.nn.functional as F
 
+    from cnn_ocr.fit.torch_loop import uniform_cross_entropy
     from cnn_ocr.preprocess import to_model_input
 
     torch.manual_seed(SEED)
     x, y = torch.from_numpy(to_model_input(train_x)), torch.from_numpy(train_y.astype(np.int64))
+    negs = None if negatives is None else torch.from_numpy(to_model_input(negatives))
     net, batch = make_net(), 64
     steps = epochs * (len(x) // batch)
     opt = torch.optim.Adam(net.parameters(), 2e-3)
@@ -51,7 +56,11 @@ def _train(train_x: np.ndarray, train_y: np.ndarray, make_net=_net, epochs: int 
         order = torch.randperm(len(x))
         for i in range(len(x) // batch):
             idx = order[i * batch:(i + 1) * batch]
-            loss = F.cross_entropy(net(x[idx]), y[idx])
+            if negs is None:
+                loss = F.cross_entropy(net(x[idx]), y[idx])
+            else:
+                logits = net(torch.cat([x[idx], negs[torch.randint(len(negs), (len(idx),))]]))
+                loss = F.cross_entropy(logits[:len(idx)], y[idx]) + OE_WEIGHT * uniform_cross_entropy(logits[len(idx):])
             opt.zero_grad()
             loss.backward()
             opt.step()
@@ -70,6 +79,18 @@ def _export(net, splits, dest: Path) -> None:
 
 OOD_N_TRAIN = 8_000
 OOD_DETECTOR = "msp"
+OE_WEIGHT = 0.5
+OE_PER_FAMILY = 150  # generated negatives per family (cnn_ocr/data/negatives.py) the not-a-digit model trains with
+
+
+def _oe_negatives(train_x: np.ndarray) -> np.ndarray:
+    """Generated not-a-digit drawings, with fixed settings (params.yaml's may change without retraining this)."""
+    from cnn_ocr.config import NegativesParams
+    from cnn_ocr.data.negatives import build
+
+    p = NegativesParams(version="negatives-v1", source_version="v2.0", seed=5, canvas_px=280, pen_width=[0.05, 0.09],
+                        dark_on_light=0.35, photo=0.2, train_per_family=OE_PER_FAMILY, val_per_family=1)
+    return build(p, train_x)["train"].x
 
 
 def _ood_net():
@@ -94,7 +115,8 @@ def _export_with_detector(net, splits, dest: Path) -> None:
 # training code, the export and its spec, calibration. Patterns, so that files added or renamed are covered.
 SHAPING_CODE = ("tests/service_model.py", "cnn_ocr/preprocess.py", "cnn_ocr/export*.py", "cnn_ocr/spec.py",
                 "cnn_ocr/spec/**/*.py", "cnn_ocr/calibration.py", "cnn_ocr/families.py", "cnn_ocr/models/**/*.py",
-                "cnn_ocr/fit/**/*.py", "cnn_ocr/ood/**/*.py")
+                "cnn_ocr/fit/**/*.py", "cnn_ocr/ood/**/*.py", "cnn_ocr/data/negatives.py", "cnn_ocr/data/drawing.py",
+                "cnn_ocr/data/shapes.py", "cnn_ocr/data/hershey.py")
 
 
 def shaping_files() -> list[Path]:
@@ -118,9 +140,10 @@ def trained_model_dir(splits) -> Path:
 
 def ood_model_dir(splits) -> Path:
     """Folder with model.onnx (logits + "ood_score") + spec.json ("ood" block, threshold refusing 5 % of validation
-    digits) of a small base CNN trained briefly on real MNIST (trained once, then cached)."""
+    digits) of a small base CNN trained briefly on real MNIST with outlier exposure (trained once, then cached)."""
+    x, y = splits.train_x[:OOD_N_TRAIN], splits.train_y[:OOD_N_TRAIN]
     return _cached(CACHE / f"{cache_key()}-ood", lambda final: _export_with_detector(
-        _train(splits.train_x[:OOD_N_TRAIN], splits.train_y[:OOD_N_TRAIN], _ood_net, epochs=2), splits, final))
+        _train(x, y, _ood_net, epochs=2, negatives=_oe_negatives(x)), splits, final))
 
 
 def _cached(final: Path, build) -> Path:
