@@ -54,6 +54,8 @@ def store(trained, monkeypatch):
 
 
 def test_training_registers_the_recognizer_with_its_onnx_folder_as_production(store, tmp_path):
+    from app.model_store import load_recognizer
+    from app.settings import Settings
     from cnn_ocr.line_model import SPEC_FILE
     from cnn_ocr.line_registry import fetch_recognizer
     from cnn_ocr.registry import REGISTERED_MODEL, list_versions, read_history
@@ -69,6 +71,9 @@ def test_training_registers_the_recognizer_with_its_onnx_folder_as_production(st
     got = fetch_recognizer(tmp_path / "cache", NAME, "production")  # what models:/NAME@production holds
     for file in ("model.onnx", SPEC_FILE):
         assert (got / file).read_bytes() == (store["folder"] / file).read_bytes()
+    served = load_recognizer(Settings(recognizer_path=f"models:/{NAME}@production", model_cache_dir=tmp_path / "c2"))
+    assert served.reader is not None and served.detail is None and served.spec == spec
+    assert (tmp_path / "c2" / NAME / "1" / "model.onnx").is_file()
 
 
 def test_register_moves_production_only_when_parity_holds(store):

@@ -39,7 +39,7 @@ def train(
     from cnn_ocr.data import load_version
     from cnn_ocr.fit.ctc_loop import synthetic_strings, train_crnn
     from cnn_ocr.line_model import LineRecognizer, export_line_model
-    from cnn_ocr.tracking.runs import tracked_run
+    from cnn_ocr.tracking.runs import last_run_id, tracked_run
     from cnn_ocr.tracking.store import configure
     from cnn_ocr.tracking.writing import log_artifact, log_metrics, log_params
 
@@ -65,7 +65,7 @@ def train(
             log_artifact(Path(p.crnn.out_dir) / "model.onnx", "onnx")
             log_artifact(Path(p.crnn.out_dir) / "line_spec.json", "onnx")
         if register_it:
-            _register(run.info.run_id, p.crnn.registered_model, spec, p.crnn.parity_tolerance)
+            _register(last_run_id() or run.info.run_id, p.crnn.registered_model, spec, p.crnn.parity_tolerance)
     if metrics_out:
         write_metrics(metrics_out, metrics)
     console.print(f"line recognizer: {acc:.1%} of {EVAL_STRINGS} test strings read exactly; "
