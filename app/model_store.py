@@ -10,6 +10,7 @@ requests already running keep the model object they started with and finish on i
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 import time
@@ -162,6 +163,59 @@ def find_candidate(settings: Settings) -> Candidate:
         f"no model to serve: OCR_MODEL_PATH is not set; {registry_uri(name, alias)} at {_tracking_uri()} failed "
         f"({reason}); no cached copy under {model_cache_dir(cache_dir, name)}. "
         "Train and promote a model (`make run`) or set OCR_MODEL_PATH to a folder with model.onnx + spec.json")
+
+
+@dataclass(frozen=True)
+class RecognizerState:
+    """The optional line recognizer (`OCR_RECOGNIZER_PATH`): where it was looked for, the loaded
+    `LineRecognizer` (None when it could not be loaded, and `detail` says why) and its `line_spec.json`."""
+
+    where: str
+    reader: Any | None
+    detail: str | None = None
+    spec: dict = field(default_factory=dict)
+
+
+def _recognizer_folder(where: str, settings: Settings) -> Path:
+    from cnn_ocr.line_model import SPEC_FILE as LINE_SPEC
+
+    if where.startswith("models:/"):
+        name, _, alias = where.removeprefix("models:/").partition("@")
+        if not name or not alias:
+            raise ValueError(f"{where} is not of the form models:/NAME@ALIAS")
+        from cnn_ocr.line_registry import fetch_recognizer
+
+        return fetch_recognizer(settings.model_cache_dir, name, alias)
+    folder = Path(where)
+    if not ((folder / ONNX_FILE).is_file() and (folder / LINE_SPEC).is_file()):
+        raise FileNotFoundError(f"{folder} has no {ONNX_FILE} + {LINE_SPEC}")
+    return folder
+
+
+def load_recognizer(settings: Settings) -> RecognizerState | None:
+    """Load and smoke-test the line recognizer `OCR_RECOGNIZER_PATH` names (None when unset). One that cannot
+    be loaded is logged in one line and left out: the service then reads by segmentation alone."""
+    where = settings.recognizer_path
+    if not where:
+        return None
+    from cnn_ocr.line_model import SPEC_FILE as LINE_SPEC
+    from cnn_ocr.line_model import LineRecognizer
+    from cnn_ocr.lines import LINE_HEIGHT
+
+    try:
+        folder = _recognizer_folder(where, settings)
+        reader = LineRecognizer(folder, threads=settings.intra_op_threads)
+        probs = reader.frame_probabilities([np.zeros((LINE_HEIGHT, 64), np.uint8)])[0]
+        if probs.ndim != 2 or probs.shape[1] != 11 or not np.isfinite(probs).all():
+            raise ValueError(f"smoke test failed: expected finite frames of 11 probabilities, got {probs.shape}")
+        spec = json.loads((folder / LINE_SPEC).read_text())
+    except Exception as exc:  # a broken recognizer must not keep the digit reader from serving
+        text = (str(exc).splitlines() or ["no message"])[0][:300]
+        detail = f"{type(exc).__name__}: {text}"
+        log.error("line recognizer %s not loaded (%s); /read reads by segmentation alone", where, detail)
+        return RecognizerState(where, None, detail)
+    log.info("line recognizer loaded from %s", folder)
+    return RecognizerState(where, reader, None, spec)
 
 
 @dataclass(frozen=True)

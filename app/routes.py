@@ -75,7 +75,8 @@ def model(service: Service) -> dict:
             "uncertain_threshold": service.settings.uncertain_threshold,
             "ood": None if ood is None else {
                 "detector": ood.detector, "threshold": service.ood_threshold(served),
-                "threshold_source": "spec" if service.settings.ood_threshold is None else "OCR_OOD_THRESHOLD"}}
+                "threshold_source": "spec" if service.settings.ood_threshold is None else "OCR_OOD_THRESHOLD"},
+            "recognizer": service.recognizer_info()}
 
 
 @router.get("/health", response_model=schemas.HealthResponse, responses={503: {"model": schemas.ErrorResponse}})

@@ -48,6 +48,9 @@ class ReadLine(BaseModel):
     box: list[int] = Field(description="[x, y, w, h] around the line's digits, in the uploaded image's pixels.")
     status: Status
     digits: list[ReadDigit]
+    source: Literal["segmentation", "recognizer"] = Field(
+        "segmentation", description="Who read the line: `segmentation` (split into digits, each classified) or "
+        "`recognizer` (the line recognizer, kept where segmentation was unsure; `OCR_RECOGNIZER_PATH`).")
 
 
 class ReadResponse(BaseModel):
@@ -89,6 +92,14 @@ class OodInfo(BaseModel):
     threshold_source: Literal["spec", "OCR_OOD_THRESHOLD"] = Field(description="Where the threshold comes from.")
 
 
+class RecognizerInfo(BaseModel):
+    loaded: bool = Field(description="Whether /read also reads each line with the line recognizer.")
+    source: str = Field(description="OCR_RECOGNIZER_PATH: a folder or models:/NAME@ALIAS.")
+    detail: str | None = Field(None, description="Why it is not loaded (null when it is).")
+    test_string_accuracy: float | None = Field(None, description="Share of test strings it read exactly.")
+    parity_max_abs_diff: float | None = Field(None, description="Largest ONNX-vs-PyTorch gap at export.")
+
+
 class ModelResponse(BaseModel):
     name: str
     version: str
@@ -107,6 +118,8 @@ class ModelResponse(BaseModel):
     loaded_at: str
     uncertain_threshold: float
     ood: OodInfo | None = Field(description="The not-a-digit detector and the threshold in force; null without one.")
+    recognizer: RecognizerInfo | None = Field(None, description="The line recognizer /read uses where "
+                                              "segmentation is unsure; null when OCR_RECOGNIZER_PATH is unset.")
 
 
 class HealthResponse(BaseModel):

@@ -17,12 +17,13 @@ import numpy as np
 
 from app.inputs import ImageInput
 from app.metrics import Metrics
-from app.model_store import LOCAL_VERSION, LoadedModel, ModelInfo, ModelStore, NoModelError
+from app.model_store import LOCAL_VERSION, LoadedModel, ModelInfo, ModelStore, NoModelError, load_recognizer
 from app.settings import Settings
 from cnn_ocr.decode import decode_image
 from cnn_ocr.feedback import NOT_A_DIGIT, FeedbackStore, PredictionRecord, StoreUnavailable
+from cnn_ocr.line_read import Reading, line_field, read_lines
 from cnn_ocr.preprocess import Prepared, prepare_gray
-from cnn_ocr.reader import Page, ReadLimits, find_page, judge, line_status, ood_threshold, page_lines
+from cnn_ocr.reader import Page, ReadLimits, find_page, judge, line_status, ood_threshold
 
 # Model families in the words the page uses; a family not listed is shown by its own name.
 FAMILY_WORDS = {"improved_cnn": "improved CNN", "base_cnn": "basic CNN", "svm": "SVM", "ensemble": "CNN ensemble"}
@@ -72,13 +73,14 @@ def png_data_url(image: np.ndarray) -> str:
 
 
 class OcrService:
-    """Preprocessing + the serving model + the feedback store + metrics."""
+    """Preprocessing + the serving model (+ the optional line recognizer) + the feedback store + metrics."""
 
     def __init__(self, settings: Settings, store: ModelStore, feedback: FeedbackStore, metrics: Metrics) -> None:
         self.settings = settings
         self.store = store
         self.feedback_store = feedback
         self.metrics = metrics
+        self.recognizer = load_recognizer(settings)  # None unless OCR_RECOGNIZER_PATH is set
 
     def model(self) -> LoadedModel:
         """The serving model; `NoModelError` when none is loaded."""
@@ -86,6 +88,15 @@ class OcrService:
         if model is None:
             raise NoModelError("No model is loaded yet; try again shortly.")
         return model
+
+    def recognizer_info(self) -> dict | None:
+        """GET /model's `recognizer`: whether the line recognizer is loaded, from where, its scores (None when
+        OCR_RECOGNIZER_PATH is unset)."""
+        state = self.recognizer
+        if state is None:
+            return None
+        return {"loaded": state.reader is not None, "source": state.where, "detail": state.detail,
+                **{k: state.spec.get(k) for k in ("test_string_accuracy", "parity_max_abs_diff")}}
 
     def _prepare(self, item: ImageInput) -> Prepared:
         if item.pixels is not None:
@@ -144,11 +155,13 @@ class OcrService:
         self._record(model, [(pid, "digit", a) for pid, a in zip(ids, answers, strict=True)])
         return [self._response(pid, a, model) for pid, a in zip(ids, answers, strict=True)]
 
+    def _limits(self) -> ReadLimits:
+        return ReadLimits(self.settings.max_bytes, self.settings.max_pixels, self.settings.read_max_digits,
+                          self.settings.uncertain_threshold, self.settings.ood_threshold,
+                          self.settings.read_max_lines)
+
     def _page(self, item: ImageInput) -> Page:
-        limits = ReadLimits(self.settings.max_bytes, self.settings.max_pixels, self.settings.read_max_digits,
-                            self.settings.uncertain_threshold, self.settings.ood_threshold,
-                            self.settings.read_max_lines)
-        return find_page(item.data, item.pixels, limits)
+        return find_page(item.data, item.pixels, self._limits())
 
     def read(self, item: ImageInput) -> dict:
         """Every line of digits, top to bottom, each left to right (`lines`); `digits` holds them all."""
@@ -162,16 +175,40 @@ class OcrService:
             return self._read_page(page)
         return {**self.predict([item])[0], "kind": "digit"}
 
+    def _readings(self, model: LoadedModel, page: Page) -> list[tuple[Reading, list[Answer]]]:
+        """Each line's reading and its answers: the classifier's on the line's segments, or with the line
+        recognizer loaded, the reading `cnn_ocr.line_read.choose` keeps (`ocr read --recognizer`'s path)."""
+        reader = self.recognizer.reader if self.recognizer else None
+        if reader is None:
+            answers = iter(self.classify(model, [s.image for s in page.segments]))
+            readings = [Reading([], "segmentation", line.segments) for line in page.lines]
+            return [(r, [next(answers) for _ in r.segments]) for r in readings]
+        stored = model.spec.ood.threshold if model.spec.ood is not None else None
+        out = []
+        for r in read_lines(page.lines, model.predict, self._limits(), reader, stored):
+            answers = [Answer(d["digit"], d["confidence"], [], d["status"], s.image, d["reason"], d["ood_score"])
+                       for d, s in zip(r.digits, r.segments, strict=True)]
+            for a in answers:
+                self.metrics.observe_prediction(a.digit, a.status, a.reason)
+            out.append((r, answers))
+        return out
+
     def _read_page(self, page: Page) -> dict:
         model = self.model()
-        segments = page.segments
-        answers = self.classify(model, [s.image for s in segments])
-        read_id, ids = uuid.uuid4().hex, [uuid.uuid4().hex for _ in answers]
-        self._record(model, [(read_id, "read", None)] + [(pid, "digit", a) for pid, a in zip(ids, answers, strict=True)])
-        digits = [{"digit": a.digit, "confidence": round(a.confidence, 6), "status": a.status, "reason": a.reason,
-                   "ood_score": a.ood_score, "box": list(s.box), "prediction_id": pid,
-                   "input_image": png_data_url(s.image)} for a, s, pid in zip(answers, segments, ids, strict=True)]
-        lines = page_lines(page, digits)
+        readings = self._readings(model, page)
+        read_id, records, lines = uuid.uuid4().hex, [], []
+        for reading, answers in readings:
+            digits = []
+            for a, s in zip(answers, reading.segments, strict=True):
+                pid = uuid.uuid4().hex
+                records.append((pid, "digit", a))
+                digits.append({"digit": a.digit, "confidence": round(a.confidence, 6), "status": a.status,
+                               "reason": a.reason, "ood_score": a.ood_score, "box": list(s.box),
+                               "prediction_id": pid, "input_image": png_data_url(s.image)})
+            if digits:
+                lines.append({**line_field(Reading(digits, reading.source)), "source": reading.source})
+        self._record(model, [(read_id, "read", None), *records])
+        digits = [d for line in lines for d in line["digits"]]
         return {"prediction_id": read_id, "text": "\n".join(line["text"] for line in lines),
                 "status": line_status([d["status"] for d in digits]), "digits": digits,
                 "model": {"name": model.info.name, "version": model.info.version},

@@ -39,6 +39,8 @@ class Settings(BaseSettings):
         default_factory=list, description="Origins allowed by CORS (comma-separated); none by default.")
     feedback_rate_limit: int = Field(30, ge=0, description="Feedback posts per client per minute; 0 = no limit.")
     intra_op_threads: int = Field(1, ge=0, le=64, description="ONNX Runtime threads per inference (0 = auto).")
+    recognizer_path: str | None = Field(None, description="Line recognizer for /read (`ocr crnn train`): a folder "
+                                        "with model.onnx + line_spec.json, or models:/NAME@ALIAS; unset: none.")
 
     @field_validator("cors_origins", mode="before")
     @classmethod

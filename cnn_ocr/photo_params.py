@@ -70,3 +70,5 @@ class CrnnParams(Strict):
     seed: int
     threads: int = Field(ge=1, le=256)  # torch threads while training (1 is fastest on a shared CPU)
     out_dir: Path
+    registered_model: str = Field(min_length=1)  # its own registered model in the MLflow registry
+    parity_tolerance: float = Field(gt=0, le=1)  # ONNX vs PyTorch gap allowed for export and `production`
