@@ -86,15 +86,17 @@ run: lifecycle
 ifeq ($(PROFILE),quick)
 	OCR_MODEL_PATH=$(QUICK_DIR)/production ocr serve --host $(HOST) --port $(PORT)
 else
-	ocr serve --host $(HOST) --port $(PORT)
+	OCR_RECOGNIZER_PATH=$(RECOGNIZER) ocr serve --host $(HOST) --port $(PORT)
 endif
 
 # The OCR service alone: page at http://$(HOST):$(PORT)/, API docs at /docs. It serves
-# models:/OCR-Production-Model@production (cached locally), or OCR_MODEL_PATH when set.
+# models:/OCR-Production-Model@production (cached locally), or OCR_MODEL_PATH when set, and reads touching
+# digits with the line recognizer RECOGNIZER (the service starts without it when none is registered).
 HOST ?= 127.0.0.1
 PORT ?= 8000
+RECOGNIZER ?= models:/OCR-Line-Recognizer@production
 serve: install
-	ocr serve --host $(HOST) --port $(PORT)
+	OCR_RECOGNIZER_PATH=$(RECOGNIZER) ocr serve --host $(HOST) --port $(PORT)
 
 # The MLflow UI on the project's tracking store (http://127.0.0.1:5000).
 ui: install
