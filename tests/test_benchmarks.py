@@ -57,6 +57,20 @@ def test_training_benchmark_smoke(mnist_splits, tmp_path):
 
 
 @pytest.mark.timeout(300)
+def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation(mnist_splits, tmp_path):
+    assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path)]) == 0
+    data = _load(tmp_path / "recipes.json")
+    fig = data["figures"]
+    assert set(fig["recipes"]) == {"previous", "ema"}
+    for recipe in fig["recipes"].values():
+        assert recipe["test_accuracy"]["n"] == 2 and [r["seed"] for r in recipe["runs"]] == [0, 1]
+        _check_stat(recipe["val_accuracy"])
+        assert 0 <= recipe["ensemble_test_accuracy"] <= 1
+    assert fig["chosen"] == max(fig["recipes"], key=lambda name: fig["recipes"][name]["val_accuracy_mean"])
+    assert "asks for 3" in data["targets"][0]["note"] and not data["targets"][0]["met"]  # two seeds, not three
+
+
+@pytest.mark.timeout(300)
 def test_inference_benchmark_smoke(mnist_splits, tmp_path):
     assert bench_cli.main(["inference", "--smoke", "--out", str(tmp_path)]) == 0
     fig = _load(tmp_path / "inference.json")["figures"]
