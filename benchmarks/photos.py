@@ -65,7 +65,7 @@ def _readings(model: Any, recognizer: Any | None, data: bytes | None, gray: np.n
     seg = segmented(ink, model.predict, limits)
     out = {"segmentation": seg.text}
     if recognizer is not None:
-        rec = recognized(ink, recognizer, limits) if ink.no_digit is None else seg
+        rec = recognized(ink, recognizer, model.predict, limits) if ink.no_digit is None else seg
         out["crnn"] = rec.text
         out["combined"] = choose(seg, rec).text
     return out
