@@ -60,6 +60,7 @@ def _space(text: str) -> str:
 FORMATS = {
     "pct": lambda v: f"{float(v) * 100:.2f}%",
     "pts": lambda v: f"{float(v):.2f}",
+    "auroc": lambda v: f"{float(v):.3f}",
     "s": lambda v: f"{float(v):.1f}",
     "ms": lambda v: f"{float(v):.2f}",
     "int": lambda v: str(int(round(float(v)))),

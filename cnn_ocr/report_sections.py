@@ -9,6 +9,7 @@ from typing import TYPE_CHECKING
 from cnn_ocr import registry, select
 from cnn_ocr.config import Params
 from cnn_ocr.registry import PRODUCTION, RegistryError
+from cnn_ocr.report_ood import render_ood
 from cnn_ocr.report_recipes import render_recipes
 from cnn_ocr.tracking import store
 from cnn_ocr.tracking.reading import RunRecord, get_run, search_runs
@@ -257,8 +258,9 @@ def render(doc: Doc, params: Params) -> None:
             "- **Key Metrics**: Test accuracy, training accuracy, validation accuracy, training loss, overfitting gap",
             "- **Tracking Tool**: MLflow (`ocr ui` opens the dashboard on this store)", "",
             "## Experiment Details", "")
-    _experiment(doc, 1, "Baseline Models", base, ["base_cnn", "svm"], dataset, "exp1")
+    baseline = _experiment(doc, 1, "Baseline Models", base, ["base_cnn", "svm"], dataset, "exp1")
     shown = _experiment(doc, 2, "Improved CNN", improved, ["improved_cnn"], dataset, "exp2")
+    render_ood(doc, params.ood.detector, {**baseline, **shown}, TITLES)
     _tuning(doc, tuning, shown.get("improved_cnn"), dataset)
     render_recipes(doc)
     _ensemble(doc, search_runs([params.ensemble.experiment]), dataset)

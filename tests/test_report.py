@@ -102,6 +102,10 @@ def test_every_number_in_the_report_equals_the_stored_value(store, tmp_path):
     prod = client.get_model_version_by_alias(params.select.registered_model, "production")
     val = report.FORMATS["pct"](client.get_run(prod.run_id).data.metrics["val_accuracy"])
     acc = report.FORMATS["pct"](prod.tags["test_accuracy"])
+    ood = markdown.split("### Not-a-digit detection")[1].split("##")[0]
+    base_run = next(v.sources[0].ref for v in doc.values if v.sources[0].key == "ood_energy_refused_val_negatives")
+    refused = report.FORMATS["pct"](client.get_run(base_run).data.metrics["ood_energy_refused_val_negatives"])
+    assert "| Base CNN | True |" in ood and f"| {refused} |" in ood
     recipes = markdown.split("### Training recipes")[1].split("##")[0]
     assert "| ema | `models.improved_cnn.ema_decay=0.999` | 1, 2 | 99.55% | 99.45% | +0.10 | +0.10 |" in recipes
     production_section = markdown.split("## Production Model Selection")[1]
