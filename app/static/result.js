@@ -152,7 +152,7 @@ function spoken(raw) {
 
 function markChosen(raw) {
   // The correction saved for the current answer (or digit of a row) is the one pressed; none before one is saved.
-  for (const b of document.querySelectorAll(".digit-buttons button")) b.setAttribute("aria-pressed", String(b.dataset.label === raw));
+  for (const b of document.querySelectorAll("#feedback .digit-buttons button")) b.setAttribute("aria-pressed", String(b.dataset.label === raw));
   if (raw !== undefined && raw !== null) $("feedback-status").textContent = `Saved as ${spoken(raw)}.`;
 }
 
@@ -193,7 +193,7 @@ async function sendFeedback(button) {
   }
 }
 
-for (const button of document.querySelectorAll(".digit-buttons button")) {
+for (const button of document.querySelectorAll("#feedback .digit-buttons button")) {
   button.addEventListener("click", () => sendFeedback(button));
 }
 
