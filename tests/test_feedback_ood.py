@@ -103,7 +103,7 @@ def test_outlier_exposure_trains_on_the_feedback_negatives(tmp_path, tiny_data_d
     assert (from_feedback, none) == (2, 0)
     assert np.array_equal(with_feedback, np.concatenate([generated, _image(0)[None], _image(2)[None]]))
 
-    run = MlflowClient().get_run(train_model("base_cnn", params).run_id)
+    run = MlflowClient(tracking_uri).get_run(train_model("base_cnn", params).run_id)
     assert run.data.params["outlier_exposure.feedback_negatives"] == "2"
     assert run.data.params["outlier_exposure.negatives_used"] == str(len(with_feedback))
     assert run.data.params["data_version_used"] == f"v2.0+{name}"
