@@ -107,14 +107,17 @@ def line_text(digits: Sequence[int | None]) -> str:
     return "".join(UNREAD if d is None else str(d) for d in digits)
 
 
+def _ink(data: bytes | None, pixels: np.ndarray | None, limits: ReadLimits):
+    """The ink of the image: decoded from `data` unless grayscale `pixels` are given."""
+    if pixels is not None:
+        return extract_ink(pixels, 1.0)
+    decoded = decode_image(data or b"", max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
+    return extract_ink(decoded.gray, decoded.scale)
+
+
 def find_digits(data: bytes | None, pixels: np.ndarray | None, limits: ReadLimits) -> Line:
     """Decode (unless grayscale `pixels` are given) and split into digits; `ImageError` for bad input."""
-    if pixels is not None:
-        gray, scale = pixels, 1.0
-    else:
-        decoded = decode_image(data or b"", max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
-        gray, scale = decoded.gray, decoded.scale
-    ink = extract_ink(gray, scale)
+    ink = _ink(data, pixels, limits)
     segments = segment_digits(ink, limits.max_digits)
     return Line(segments, None if segments else (ink.no_digit or "blank"))
 
@@ -123,12 +126,7 @@ def find_page(data: bytes | None, pixels: np.ndarray | None, limits: ReadLimits)
     """Decode (unless grayscale `pixels` are given) and find every line of digits, each split into digits;
     `ImageError` for bad input or more lines / digits than `limits` allow. One row is split as `find_digits`
     splits it."""
-    if pixels is not None:
-        gray, scale = pixels, 1.0
-    else:
-        decoded = decode_image(data or b"", max_bytes=limits.max_bytes, max_pixels=limits.max_pixels)
-        gray, scale = decoded.gray, decoded.scale
-    ink = extract_ink(gray, scale)
+    ink = _ink(data, pixels, limits)
     lines = find_lines(ink, limits.max_lines, limits.max_digits)
     return Page(lines, None if lines else (ink.no_digit or "blank"))
 
