@@ -10,16 +10,23 @@ from __future__ import annotations
 
 import logging
 import shutil
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from cnn_ocr.atomic_files import atomic_dir
 from cnn_ocr.line_model import SPEC_FILE
-from cnn_ocr.registry import ONNX_ARTIFACT_DIR, PRODUCTION, ModelVersionInfo, RegistryError, get_version, move_alias
+from cnn_ocr.registry import (
+    ONNX_ARTIFACT_DIR,
+    PRODUCTION,
+    ModelVersionInfo,
+    RegistryError,
+    exported_files,
+    get_version,
+    move_alias,
+)
 from cnn_ocr.tracking import store
-from cnn_ocr.tracking.reading import download_artifacts, list_artifacts
+from cnn_ocr.tracking.reading import list_artifacts
 
 log = logging.getLogger(__name__)
 
@@ -74,17 +81,9 @@ def register_recognizer(name: str, run_id: str, spec: dict[str, Any], tolerance:
 
 def download_recognizer(info: ModelVersionInfo, dest: Path) -> Path:
     """Write the version's `model.onnx` + `line_spec.json` into folder `dest` (atomically); returns `dest`."""
-    with tempfile.TemporaryDirectory() as tmp:
-        try:
-            src = download_artifacts(info.run_id, ONNX_ARTIFACT_DIR, Path(tmp))
-        except Exception as exc:  # the store raises several types for a missing artifact
-            raise RegistryError(f"{info.name} v{info.version} (run {info.run_id}) has no recognizer: {exc}") from None
-        missing = [f for f in (ONNX_FILE, SPEC_FILE) if not (src / f).is_file()]
-        if missing:
-            raise RegistryError(f"{info.name} v{info.version}: onnx/ lacks {', '.join(missing)}; re-register it")
-        with atomic_dir(Path(dest)) as out:
-            for file in (ONNX_FILE, SPEC_FILE):
-                shutil.copyfile(src / file, out / file)
+    with exported_files(info, (ONNX_FILE, SPEC_FILE), "recognizer") as src, atomic_dir(Path(dest)) as out:
+        for file in (ONNX_FILE, SPEC_FILE):
+            shutil.copyfile(src / file, out / file)
     return Path(dest)
 
 

@@ -9,12 +9,14 @@ kept as a tag of the registered model (bounded in size, oldest entries dropped f
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
 import logging
 import shutil
 import socket
 import tempfile
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -104,17 +106,26 @@ def resolve_alias(name: str, alias: str) -> ModelVersionInfo:
     return _info(mv, alias)
 
 
-def download_onnx(info: ModelVersionInfo, dest: Path) -> Path:
-    """Write `model.onnx` + `spec.json` (its "model" block filled in) into folder `dest`; returns `dest`."""
-    from cnn_ocr.spec import ONNX_FILE, SPEC_FILE, SpecError, read_spec, write_spec
-
+@contextlib.contextmanager
+def exported_files(info: ModelVersionInfo, required: tuple[str, ...], what: str) -> Iterator[Path]:
+    """The version's `onnx/` artifact folder, downloaded into a temporary folder for the `with` block;
+    `RegistryError` (saying what to do) when the run has none or it lacks one of the `required` files."""
     with tempfile.TemporaryDirectory() as tmp:
         try:
             src = download_artifacts(info.run_id, ONNX_ARTIFACT_DIR, Path(tmp))
         except Exception as exc:  # the store raises several types for a missing artifact
-            raise RegistryError(f"{info.name} v{info.version} (run {info.run_id}) has no ONNX export: {exc}") from None
-        if not (src / ONNX_FILE).is_file():
-            raise RegistryError(f"{info.name} v{info.version}: onnx/ lacks {ONNX_FILE}; re-register it")
+            raise RegistryError(f"{info.name} v{info.version} (run {info.run_id}) has no {what}: {exc}") from None
+        missing = [f for f in required if not (src / f).is_file()]
+        if missing:
+            raise RegistryError(f"{info.name} v{info.version}: onnx/ lacks {', '.join(missing)}; re-register it")
+        yield src
+
+
+def download_onnx(info: ModelVersionInfo, dest: Path) -> Path:
+    """Write `model.onnx` + `spec.json` (its "model" block filled in) into folder `dest`; returns `dest`."""
+    from cnn_ocr.spec import ONNX_FILE, SPEC_FILE, SpecError, read_spec, write_spec
+
+    with exported_files(info, (ONNX_FILE,), "ONNX export") as src:
         try:
             spec = read_spec(src)
             spec = spec.with_model(name=info.name, version=info.version, run_id=info.run_id, alias=info.alias,
