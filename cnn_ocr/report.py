@@ -28,6 +28,10 @@ log = logging.getLogger(__name__)
 FIGURES_DIR = "figures"
 
 
+class ReportError(ValueError):
+    """A report request that cannot be served (no such section, no report to refresh); says what to do."""
+
+
 def _date(ms: Any) -> str:
     return datetime.fromtimestamp(int(ms) / 1000, UTC).strftime("%Y-%m-%d")
 
@@ -168,5 +172,37 @@ def write_report(params: Params, out: Path) -> tuple[Path, int]:
     with atomic_dir(out.parent / FIGURES_DIR) as figure_dir:
         doc = build_report(params, figure_dir)
         atomic_write_bytes(out, ("\n".join(doc.lines).rstrip() + "\n").encode())
-    runs = {s.ref for val in doc.values for s in val.sources if s.kind != "version_tag"}
-    return out, len(runs)
+    return out, _run_count(doc)
+
+
+def _run_count(doc: Doc) -> int:
+    return len({s.ref for val in doc.values for s in val.sources if s.kind != "version_tag"})
+
+
+def refresh_section(name: str, out: Path) -> tuple[Path, int]:
+    """Render the standalone section `name` again from the store into the existing report `out`, between its
+    heading and the next heading of the same or a higher level, the rest of the file untouched (for runs that
+    live in another store than the one the report was generated from, e.g. a benchmark's); returns (path, runs)."""
+    from cnn_ocr.report_sections import STANDALONE, refreshed_note
+
+    if name not in STANDALONE:
+        raise ReportError(f"no standalone report section {name!r}; choose one of: {', '.join(STANDALONE)}")
+    out = Path(out)
+    if not out.is_file():
+        raise ReportError(f"{out} does not exist; run `ocr report` first")
+    doc = Doc(out.parent / FIGURES_DIR)
+    STANDALONE[name](doc)
+    heading = doc.lines[0]
+    level = len(heading) - len(heading.lstrip("#"))
+    lines = out.read_text().splitlines()
+    if heading not in lines:
+        raise ReportError(f"{out} has no section {heading.lstrip('# ')!r}; run `ocr report` to regenerate it whole")
+    start = lines.index(heading)
+    end = next((i for i in range(start + 1, len(lines)) if lines[i].startswith("#")
+                and len(lines[i]) - len(lines[i].lstrip("#")) <= level), len(lines))
+    body = [*doc.lines]
+    while body and not body[-1]:
+        body.pop()
+    lines[start:end] = [*body, "", refreshed_note(), ""]
+    atomic_write_bytes(out, ("\n".join(lines).rstrip() + "\n").encode())
+    return out, _run_count(doc)

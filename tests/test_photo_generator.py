@@ -51,12 +51,15 @@ def test_set_is_written_and_read_back(project_params, test_digits, tmp_path):
     small = project_params.photos.model_copy(update={"sizes": project_params.photos.sizes.model_copy(
         update={"digits": 1, "numbers": 1, "touching": 1, "pages": 0, "heldout": 1}),
         "style": project_params.photos.style.model_copy(update={"megapixels": (1.0, 1.2)})})
-    folder = build_set(small, x, y, tmp_path / "photos")
+    folder = build_set(small, x, y, tmp_path / "photos", workers=1)
     items = load_set(folder)
     assert [i.kind for i in items] == ["digits", "numbers", "touching", "heldout"]
     assert all(i.path.is_file() for i in items)
     again = generate(small, x, y, "touching", 0)
     assert items[2].path.read_bytes() == again.data and items[2].text == again.lines[0].text
+    pooled = build_set(small, x, y, tmp_path / "pooled", workers=2)  # two processes write the very same set
+    assert sorted(p.name for p in pooled.iterdir()) == sorted(p.name for p in folder.iterdir())
+    assert all((pooled / p.name).read_bytes() == p.read_bytes() for p in folder.iterdir())
 
 
 def test_heldout_uses_its_own_paper(project_params, test_digits):

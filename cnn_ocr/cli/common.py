@@ -40,13 +40,14 @@ def expected_errors() -> tuple[type[Exception], ...]:
     from cnn_ocr.data.sources import SourceError
     from cnn_ocr.ensembling import EnsembleError
     from cnn_ocr.export import ExportError
+    from cnn_ocr.report import ReportError
     from cnn_ocr.rerun import RerunError  # ocr train --resume and ocr reproduce
     from cnn_ocr.select import SelectionError
     from cnn_ocr.tracking.store import StoreError  # RegistryError is one
     from cnn_ocr.tune import TuningError
 
     return (ConfigError, CacheError, SourceError, EnsembleError, ExportError, StoreError, RerunError,
-            SelectionError, TuningError)
+            SelectionError, TuningError, ReportError)
 
 
 @contextmanager

@@ -24,14 +24,16 @@ def report(
     out: Annotated[Path, typer.Option("--out", help="Markdown file to (re)generate.")] = Path("ml/README_experiments.md"),
     params: ParamsOpt = Path("params.yaml"),
     set_: SetOpt = None,
+    section: Annotated[str | None, typer.Option(
+        "--section", help="Regenerate only this section (recipes) inside the existing file, the rest untouched.")] = None,
 ) -> None:
     """Regenerate the experiments report (and its figures) entirely from the tracking store."""
-    from cnn_ocr.report import write_report
+    from cnn_ocr.report import refresh_section, write_report
 
     setup_logging()
     p = params_or_fail(params, set_)
     with one_line_errors():
-        path, n_runs = write_report(p, out)
+        path, n_runs = write_report(p, out) if section is None else refresh_section(section, out)
     console.print(f"wrote {path} from {n_runs} runs")
 
 

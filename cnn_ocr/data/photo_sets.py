@@ -9,9 +9,13 @@ digits, spaced), `touching` (3-8 digits with overlapping strokes), `pages` (3-5 
 from __future__ import annotations
 
 import json
+import multiprocessing
+import os
 from collections.abc import Iterator
+from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -50,19 +54,41 @@ def generate(params: PhotosParams, digits: np.ndarray, labels: np.ndarray, kind:
                   megapixels)
 
 
-def iter_set(params: PhotosParams, digits: np.ndarray, labels: np.ndarray) -> Iterator[tuple[str, int, Photo]]:
-    """Every photo of the evaluation set, kind by kind."""
-    for kind in KINDS:
-        for i in range(getattr(params.sizes, kind)):
+_WORKER: dict[str, Any] = {}  # a pool process's params and digits, set once by `_start_worker`
+
+
+def _start_worker(params: PhotosParams, digits: np.ndarray, labels: np.ndarray) -> None:
+    _WORKER.update(params=params, digits=digits, labels=labels)
+
+
+def _generate_in_worker(job: tuple[str, int]) -> Photo:
+    return generate(_WORKER["params"], _WORKER["digits"], _WORKER["labels"], *job)
+
+
+def iter_set(params: PhotosParams, digits: np.ndarray, labels: np.ndarray,
+             workers: int = 1) -> Iterator[tuple[str, int, Photo]]:
+    """Every photo of the evaluation set, kind by kind, rendered by `workers` processes (the same bytes for
+    any number: each photo has its own random stream)."""
+    jobs = [(kind, i) for kind in KINDS for i in range(getattr(params.sizes, kind))]
+    if workers <= 1 or len(jobs) <= 1:
+        for kind, i in jobs:
             yield kind, i, generate(params, digits, labels, kind, i)
+        return
+    ctx = multiprocessing.get_context("spawn")  # no fork of a parent that may hold threads
+    with ProcessPoolExecutor(min(workers, len(jobs)), mp_context=ctx, initializer=_start_worker,
+                             initargs=(params, digits, labels)) as pool:
+        for (kind, i), photo in zip(jobs, pool.map(_generate_in_worker, jobs), strict=True):
+            yield kind, i, photo
 
 
-def build_set(params: PhotosParams, digits: np.ndarray, labels: np.ndarray, out_dir: Path | None = None) -> Path:
-    """Write the evaluation set (JPEGs + truth.json) atomically into `out_dir` (default params.out_dir)."""
+def build_set(params: PhotosParams, digits: np.ndarray, labels: np.ndarray, out_dir: Path | None = None,
+              workers: int | None = None) -> Path:
+    """Write the evaluation set (JPEGs + truth.json) atomically into `out_dir` (default params.out_dir), with
+    `workers` processes (default: one per core)."""
     final = Path(out_dir or params.out_dir)
     truth = []
     with atomic_dir(final) as tmp:
-        for kind, i, photo in iter_set(params, digits, labels):
+        for kind, i, photo in iter_set(params, digits, labels, workers or os.cpu_count() or 1):
             name = f"{kind}-{i:04d}.jpg"
             (tmp / name).write_bytes(photo.data)
             truth.append({"file": name, "kind": kind, "settings": photo.settings,
