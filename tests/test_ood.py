@@ -150,6 +150,45 @@ def oe_model(project_params, tiny_splits, small_negatives):
     return model.eval(), negs
 
 
+@pytest.mark.parametrize("augment", [True, False])
+def test_negatives_go_through_the_digits_resampling(project_params, tiny_splits, small_negatives, augment):
+    """With augmentation on, the negatives of a batch are resampled like its digits; a crisp negative beside
+    resampled digits would let the network tell them apart by the resampling's blur alone."""
+    import torch
+    from torch import nn
+
+    from cnn_ocr.fit import torch_loop
+
+    class Recorder(nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.linear, self.batches = nn.Linear(28 * 28, 10), []
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if self.training:
+                self.batches.append(x.detach().clone())
+            return self.linear(x.flatten(1))
+
+    base = project_params.models.improved_cnn
+    fp = base.model_copy(update={
+        "epochs": 1, "batch_size": 32, "epoch_samples": None, "patience": None, "ema_decay": None,
+        "augment": base.augment.model_copy(update={"enabled": augment}),
+        "outlier_exposure": base.outlier_exposure.model_copy(update={"enabled": True})})
+    negatives = torch.from_numpy(to_model_input(small_negatives[1]["train"].x))
+    model = Recorder()
+    torch_loop.fit(model, (torch.from_numpy(to_model_input(tiny_splits.train_x[:64])),
+                           torch.from_numpy(tiny_splits.train_y[:64].astype(np.int64))),
+                   (torch.from_numpy(to_model_input(tiny_splits.val_x[:32])),
+                    torch.from_numpy(tiny_splits.val_y[:32].astype(np.int64))), fp, seed=0, negatives=negatives)
+    halves = [b[len(b) // 2:].flatten(1) for b in model.batches]
+    assert len(halves) == 2 and all(len(h) == 32 for h in halves)
+    stored = negatives.flatten(1)
+    exact = [bool((torch.cdist(h, stored).min(1).values < 1e-5).all()) for h in halves]
+    assert exact == [not augment] * 2  # every row a stored negative as it is, or none left unresampled
+    resampled = [bool((torch.cdist(h, stored).min(1).values > 1e-3).all()) for h in halves]
+    assert resampled == [augment] * 2
+
+
 def test_outlier_exposure_refuses_letters_and_scribbles_but_not_digits(oe_model, tiny_splits, project_params):
     """Fresh drawings (a seed training never used) at the threshold fitted on validation digits. A model trained
     on 600 digits reliably reaches these levels (measured: letters ~0.6, scribbles ~0.75, digits ~0.07)."""
