@@ -26,6 +26,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="training only: comma-separated subset of base_cnn,svm,improved_cnn,fast (merged into "
                              "the existing result)")
     parser.add_argument("--seeds", default=None, help="training only: comma-separated seeds for every family")
+    parser.add_argument("--resume", action="store_true",
+                        help="recipes only: keep the runs of the interrupted result with the same settings, train the rest")
     parser.add_argument("--no-readme", action="store_true", help="do not refresh the README table")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
@@ -41,6 +43,8 @@ def main(argv: list[str] | None = None) -> int:
             if name == "training":
                 extra = {"families": args.families.split(",") if args.families else None,
                          "seeds": [int(x) for x in args.seeds.split(",")] if args.seeds else None}
+            elif name == "recipes":
+                extra = {"resume": args.resume}
             path = importlib.import_module(f"benchmarks.{name}").run(smoke=args.smoke, out_dir=out, **extra)
         except (RuntimeError, OSError) as exc:
             print(f"error: benchmark {name} failed: {exc}", file=sys.stderr)

@@ -33,11 +33,14 @@ SMOKE = {"seeds": [0, 1], "slice": (600, 200, 500),
 def _recipe_figures(runs: list[dict[str, Any]], test_y: np.ndarray) -> dict[str, Any]:
     test = [r["test_accuracy"] for r in runs]
     val = [r["val_accuracy"] for r in runs]
-    probs = np.mean([r["test_probs"] for r in runs], axis=0)
+    with_probs = all("test_probs" in r for r in runs)  # a resumed run whose probabilities were not cached has none
+    ensemble = None
+    if len(runs) > 1 and with_probs:
+        ensemble = float(np.mean(np.mean([r["test_probs"] for r in runs], axis=0).argmax(1) == test_y))
     return {"test_accuracy": summarize(test), "test_accuracy_mean": float(np.mean(test)),
             "val_accuracy": summarize(val), "val_accuracy_mean": float(np.mean(val)),
             "train_time_s": summarize([r["train_time_s"] for r in runs]),
-            "ensemble_test_accuracy": float(np.mean(probs.argmax(1) == test_y)) if len(runs) > 1 else None,
+            "ensemble_test_accuracy": ensemble,
             "runs": [{k: v for k, v in r.items() if k not in ("test_probs", "per_epoch")} for r in runs]}
 
 
@@ -89,26 +92,71 @@ def log_to_store(path: Path) -> int:
     return logged
 
 
-def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | None = None) -> Path:
-    """Train every recipe for every seed and write `recipes.json`; returns its path."""
-    from benchmarks.common import RESULTS_DIR
+def _probs_file(cache_dir: Path, mode: str, name: str, seed: int) -> Path:
+    return cache_dir / f"{mode}-{name}-seed{seed}.npy"
+
+
+def _resumed(path: Path, settings: dict[str, Any], overrides: dict[str, list[str]], names: list[str],
+             cache_dir: Path, mode: str, test_y: np.ndarray) -> dict[str, list[dict[str, Any]]]:
+    """The finished runs of an interrupted result at `path` with the same settings and recipes, each with its
+    test probabilities when they were cached (`cache_dir`) and still agree with its recorded test accuracy."""
+    import json
+
+    if not path.is_file():
+        return {}
+    old = json.loads(path.read_text())
+    same = (old.get("settings") == json.loads(json.dumps(settings))
+            and all(old["figures"]["recipe_overrides"].get(n) == overrides[n] for n in names))
+    if not same:
+        log.warning("recipe benchmark: %s has other settings or recipes; starting afresh", path)
+        return {}
+    runs: dict[str, list[dict[str, Any]]] = {}
+    for name in names:
+        for r in old["figures"]["recipes"].get(name, {}).get("runs", []):
+            run = dict(r, resumed_from=r.get("resumed_from", old["date"]))
+            file = _probs_file(cache_dir, mode, name, r["seed"])
+            if file.is_file():
+                probs = np.load(file)
+                if float(np.mean(probs.argmax(1) == test_y)) == r["test_accuracy"]:
+                    run["test_probs"] = probs
+            runs.setdefault(name, []).append(run)
+    log.info("recipe benchmark: resuming with %s", {n: [r["seed"] for r in rs] for n, rs in runs.items()})
+    return runs
+
+
+def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | None = None, resume: bool = False,
+        cache_dir: Path | None = None) -> Path:
+    """Train every recipe for every seed and write `recipes.json`; returns its path. With `resume`, the runs of
+    an interrupted result with the same settings are kept and only the missing (recipe, seed) pairs are trained.
+    Each run's test probabilities are cached in `cache_dir` (git-ignored) for the seeds' ensemble after a resume."""
+    from benchmarks.common import RESULTS_DIR, ROOT
 
     cfg = SMOKE if smoke else FULL
+    mode = "smoke" if smoke else "full"
+    out_dir = out_dir or RESULTS_DIR
+    cache_dir = cache_dir or (ROOT / "outputs" / "recipe-probs" if out_dir == RESULTS_DIR else out_dir / "recipe-probs")
     names = recipes or list(RECIPES)
+    settings = {"smoke": smoke, "seeds": cfg["seeds"], "slice": cfg["slice"], "overrides": cfg["overrides"],
+                "rule": "the recipe with the highest mean validation accuracy is kept"}
+    overrides = {n: RECIPES[n] for n in names}
     test_y = _in_child(_test_labels, cfg["overrides"], cfg["slice"])
-    runs: dict[str, list[dict[str, Any]]] = {name: [] for name in names}
+    done = _resumed(out_dir / "recipes.json", settings, overrides, names, cache_dir, mode, test_y) if resume else {}
+    runs: dict[str, list[dict[str, Any]]] = {name: list(done.get(name, [])) for name in names}
     path = None
     for seed in cfg["seeds"]:
         for name in names:
+            if any(r["seed"] == seed for r in runs[name]):
+                continue
             log.info("recipe benchmark: %s seed %d", name, seed)
-            runs[name].append(_in_child(_job, FAMILY, [*cfg["overrides"], *RECIPES[name]], seed, cfg["slice"], None))
+            result = _in_child(_job, FAMILY, [*cfg["overrides"], *RECIPES[name]], seed, cfg["slice"], None)
+            cache_dir.mkdir(parents=True, exist_ok=True)
+            np.save(_probs_file(cache_dir, mode, name, seed), result["test_probs"])
+            runs[name].append(result)
             fig: dict[str, Any] = {"recipes": {n: _recipe_figures(r, test_y) for n, r in runs.items() if r},
-                                   "recipe_overrides": {n: RECIPES[n] for n in names}}
+                                   "recipe_overrides": overrides}
             fig["chosen"] = _chosen(fig["recipes"])
-            settings = {"smoke": smoke, "seeds": cfg["seeds"], "slice": cfg["slice"], "overrides": cfg["overrides"],
-                        "rule": "the recipe with the highest mean validation accuracy is kept"}
-            path = write_result("recipes", "smoke" if smoke else "full", fig, _targets(fig), torch_device(), settings,
-                                out_dir or RESULTS_DIR)  # partial results survive an interrupted run
+            path = write_result("recipes", mode, fig, _targets(fig), torch_device(), settings, out_dir)
+            # partial results survive an interrupted run, and `--resume` continues from them
     if path is not None and not smoke:
         log.info("recipe runs logged to the tracking store: %d", log_to_store(path))
     return path

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import logging
+import re
 
 import pytest
 
@@ -57,7 +59,7 @@ def test_training_benchmark_smoke(mnist_splits, tmp_path):
 
 
 @pytest.mark.timeout(300)
-def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation(mnist_splits, tmp_path):
+def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes(mnist_splits, tmp_path, caplog):
     assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path)]) == 0
     data = _load(tmp_path / "recipes.json")
     fig = data["figures"]
@@ -68,6 +70,22 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation(mnist_split
         assert 0 <= recipe["ensemble_test_accuracy"] <= 1
     assert fig["chosen"] == max(fig["recipes"], key=lambda name: fig["recipes"][name]["val_accuracy_mean"])
     assert "asks for 3" in data["targets"][0]["note"] and not data["targets"][0]["met"]  # two seeds, not three
+
+    # interrupted after the first seed: --resume keeps those runs and trains only the second seed's pair
+    full = json.loads(json.dumps(fig))
+    for recipe in data["figures"]["recipes"].values():
+        recipe["runs"] = recipe["runs"][:1]
+    (tmp_path / "recipes.json").write_text(json.dumps(data))
+    caplog.set_level(logging.INFO, logger="benchmarks.recipes")
+    assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path), "--resume"]) == 0
+    trained = [m for m in caplog.messages if re.fullmatch(r"recipe benchmark: \w+ seed \d+", m)]
+    assert trained == ["recipe benchmark: previous seed 1", "recipe benchmark: ema seed 1"]
+    resumed = _load(tmp_path / "recipes.json")["figures"]
+    for name, recipe in resumed["recipes"].items():
+        first, second = recipe["runs"]
+        assert first["seed"] == 0 and first["resumed_from"] == data["date"] and "resumed_from" not in second
+        assert first["val_accuracy"] == full["recipes"][name]["runs"][0]["val_accuracy"]
+        assert recipe["ensemble_test_accuracy"] == full["recipes"][name]["ensemble_test_accuracy"]  # cached probabilities
 
 
 @pytest.mark.timeout(300)
