@@ -4,7 +4,9 @@ concurrency levels: p50/p99 latency and requests/s, with the error count (a leve
 
 The load generator shares the machine's cores with the server, so figures are a floor for a separate client.
 The model: `models/production` when present, else the training benchmark's cached improved CNN, else an
-untrained improved CNN (speed does not depend on the weights).
+untrained improved CNN (speed does not depend on the weights), exported with the energy detector. The cost of
+the not-a-digit score: `/predict` on 1 worker with that model and with the same graph without its score output,
+server against server in alternating rounds so that both see the same machine load.
 """
 
 from __future__ import annotations
@@ -31,8 +33,10 @@ from benchmarks.common import CACHE_DIR, ROOT, summarize, target, write_result
 
 log = logging.getLogger(__name__)
 
-FULL = {"workers": [1, 2], "concurrency": [1, 4, 16, 64], "duration_s": 5, "repeats": 2}
-SMOKE = {"workers": [1, 2], "concurrency": [1, 4], "duration_s": 1, "repeats": 1}
+FULL = {"workers": [1, 2], "concurrency": [1, 4, 16, 64], "duration_s": 5, "repeats": 2,
+        "detector_rounds": 3, "detector_concurrency": [1, 16]}
+SMOKE = {"workers": [1, 2], "concurrency": [1, 4], "duration_s": 1, "repeats": 1,
+         "detector_rounds": 1, "detector_concurrency": [1]}
 LUA = Path(__file__).with_name("wrk_post.lua")
 
 
@@ -68,7 +72,8 @@ def _model_dir(tmp: Path) -> tuple[Path, str]:
     from cnn_ocr.config import load_params
     from cnn_ocr.export import export_onnx
     from cnn_ocr.models import build
-    from cnn_ocr.spec import build_spec, write_spec
+    from cnn_ocr.ood.graph import Detector
+    from cnn_ocr.spec import OodBlock, build_spec, write_spec
 
     net = build("improved_cnn", load_params().models.improved_cnn)
     cached = sorted(CACHE_DIR.glob("improved_cnn-seed*.pt"))
@@ -76,9 +81,53 @@ def _model_dir(tmp: Path) -> tuple[Path, str]:
         net.load_state_dict(torch.load(cached[0], map_location="cpu"))
     folder = tmp / "model"
     folder.mkdir()
-    export_onnx(net.eval(), "improved_cnn", folder / "model.onnx")
-    write_spec(folder, build_spec(1.0, {"name": "benchmark-cnn", "version": "1", "family": "improved_cnn"}))
-    return folder, f"improved_cnn ({'trained, ' + cached[0].name if cached else 'untrained'})"
+    threshold = -1e9  # only the cost is measured here: a threshold that refuses nothing
+    export_onnx(net.eval(), "improved_cnn", folder / "model.onnx", detector=Detector("energy", threshold))
+    write_spec(folder, build_spec(1.0, {"name": "benchmark-cnn", "version": "1", "family": "improved_cnn"},
+                                  OodBlock("energy", threshold)))
+    return folder, f"improved_cnn ({'trained, ' + cached[0].name if cached else 'untrained'}), energy detector"
+
+
+def _without_detector(model_dir: Path, tmp: Path) -> Path | None:
+    """The same model without its not-a-digit score: the graph cut down to the probabilities' output and the
+    spec without its `ood` block; None when the model has no detector."""
+    import dataclasses
+
+    import onnx.utils
+
+    from cnn_ocr.spec import ONNX_FILE, read_spec, write_spec
+
+    spec = read_spec(model_dir)
+    if spec.ood is None:
+        return None
+    folder = tmp / "model-without-detector"
+    folder.mkdir()
+    onnx.utils.extract_model(str(model_dir / ONNX_FILE), str(folder / ONNX_FILE), [spec.input_name],
+                             [spec.output_name])
+    write_spec(folder, dataclasses.replace(spec, ood=None))
+    return folder
+
+
+def _detector_cost(model_dir: Path, tmp: Path, body: Path, ctype: str, cfg: dict[str, Any]) -> dict[str, Any] | None:
+    """`/predict` levels on 1 worker with and without the detector, in alternating rounds; medians per level."""
+    without = _without_detector(model_dir, tmp)
+    if without is None:
+        return None
+    rounds: dict[str, list[list[dict[str, Any]]]] = {"with_detector": [], "without_detector": []}
+    for _ in range(cfg["detector_rounds"]):
+        for name, folder in (("with_detector", model_dir), ("without_detector", without)):
+            proc, base = _start(folder, 1, tmp)
+            try:
+                rounds[name].append([_wrk(base + "/predict", body, ctype, c, cfg["duration_s"])
+                                     for c in cfg["detector_concurrency"]])
+            finally:
+                _stop(proc)
+    out: dict[str, Any] = {}
+    for name, runs in rounds.items():
+        out[name] = [{"concurrency": c, "errors": sum(r[i]["errors"] for r in runs),
+                      **{k: summarize([r[i][k] for r in runs]) for k in ("requests_per_s", "p50_ms", "p99_ms")}}
+                     for i, c in enumerate(cfg["detector_concurrency"])]
+    return out
 
 
 def _free_port() -> int:
@@ -165,6 +214,16 @@ def _targets(fig: dict[str, Any]) -> list[dict[str, Any]]:
         clean = [lv["requests_per_s"]["median"] for lv in two if lv["errors"] == 0]
         out.append(target("POST /predict sustained req/s, 2 workers, zero errors", max(clean) if clean else None, 800,
                           "req/s", True))
+    cost = fig.get("detector_cost")
+    if cost:
+        w, wo = cost["with_detector"], cost["without_detector"]
+        low, high = 0, len(w) - 1
+        out.append(target(f"POST /predict p50 at concurrency {w[low]['concurrency']}, 1 worker, with the detector",
+                          w[low]["p50_ms"]["median"], wo[low]["p50_ms"]["median"] * 1.10, "ms", False,
+                          "limit: the same run without the detector, +10 %"))
+        out.append(target(f"POST /predict req/s at concurrency {w[high]['concurrency']}, 1 worker, with the detector",
+                          w[high]["requests_per_s"]["median"], wo[high]["requests_per_s"]["median"] * 0.90, "req/s",
+                          True, "limit: the same run without the detector, -10 %"))
     return out
 
 
@@ -187,6 +246,8 @@ def run(smoke: bool = False, out_dir: Path | None = None) -> Path:
                     for name, (path, body, ctype) in bodies.items()}
             finally:
                 _stop(proc)
+        _, body, ctype = bodies["predict_png"]
+        fig["detector_cost"] = _detector_cost(model_dir, tmp, body, ctype, cfg)
     from benchmarks.common import RESULTS_DIR
 
     settings = {"smoke": smoke, **cfg, "load_generator": "wrk (same machine)"}

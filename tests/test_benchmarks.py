@@ -111,6 +111,12 @@ def test_service_benchmark_smoke(wrk, mnist_splits, tmp_path):
             for lv in levels:
                 assert lv["errors"] == 0 and lv["requests"] > 0
                 _check_stat(lv["p50_ms"])
+    cost = fig["detector_cost"]  # the same model served with and without its not-a-digit score
+    for name in ("with_detector", "without_detector"):
+        assert [lv["concurrency"] for lv in cost[name]] == [1] and cost[name][0]["errors"] == 0
+        _check_stat(cost[name][0]["p50_ms"])
+    targets = {t["name"]: t for t in _load(tmp_path / "service.json")["targets"]}
+    assert "POST /predict p50 at concurrency 1, 1 worker, with the detector" in targets
 
 
 @pytest.mark.timeout(180)
