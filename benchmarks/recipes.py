@@ -20,14 +20,18 @@ from benchmarks.training import _in_child, _job, _test_labels
 log = logging.getLogger(__name__)
 
 FAMILY = "improved_cnn"
+OE = "models.improved_cnn.outlier_exposure.enabled"
 RECIPES: dict[str, list[str]] = {
-    "previous": ["models.improved_cnn.ema_decay=null"],
-    "ema": ["models.improved_cnn.ema_decay=0.999"],
+    "previous": ["models.improved_cnn.ema_decay=null", f"{OE}=false"],
+    "ema": ["models.improved_cnn.ema_decay=0.999", f"{OE}=false"],
+    # the production recipe: generated negatives in every batch, for the not-a-digit score (params.yaml)
+    "outlier_exposure": ["models.improved_cnn.ema_decay=null", f"{OE}=true"],
 }
 FULL = {"seeds": [1, 2, 3], "slice": None, "overrides": []}
 SMOKE = {"seeds": [0, 1], "slice": (600, 200, 500),
          "overrides": ["models.improved_cnn.epochs=2", "models.improved_cnn.epoch_samples=400",
-                       "models.improved_cnn.conv_filters=[8, 8, 16, 16]", "models.improved_cnn.dense_units=[32, 16]"]}
+                       "models.improved_cnn.conv_filters=[8, 8, 16, 16]", "models.improved_cnn.dense_units=[32, 16]",
+                       "negatives.train_per_family=20", "negatives.val_per_family=10"]}
 
 
 def _recipe_figures(runs: list[dict[str, Any]], test_y: np.ndarray) -> dict[str, Any]:
@@ -92,24 +96,43 @@ def log_to_store(path: Path) -> int:
     return logged
 
 
+def _smoke_data_dir(out_dir: Path) -> Path:
+    """`out_dir`/data: links to the prepared digit versions, so that a smoke run's small generated negatives
+    never land among the project's data versions."""
+    from cnn_ocr.config import load_params
+    from cnn_ocr.data import ensure_prepared
+    from cnn_ocr.data.layout import VERSIONS, version_dir
+
+    data = load_params().data
+    ensure_prepared(data)
+    folder = Path(out_dir) / "data"
+    for version in VERSIONS:
+        link = version_dir(version, data.model_copy(update={"processed_dir": folder}))
+        if not link.exists():
+            link.parent.mkdir(parents=True, exist_ok=True)
+            link.symlink_to(version_dir(version, data).resolve(), target_is_directory=True)
+    return folder
+
+
 def _probs_file(cache_dir: Path, mode: str, name: str, seed: int) -> Path:
     return cache_dir / f"{mode}-{name}-seed{seed}.npy"
 
 
 def _resumed(path: Path, settings: dict[str, Any], overrides: dict[str, list[str]], names: list[str],
-             cache_dir: Path, mode: str, test_y: np.ndarray) -> dict[str, list[dict[str, Any]]]:
+             cache_dir: Path, mode: str, test_y: np.ndarray) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """The finished runs of an interrupted result at `path` with the same settings and recipes, each with its
-    test probabilities when they were cached (`cache_dir`) and still agree with its recorded test accuracy."""
+    test probabilities when they were cached (`cache_dir`) and still agree with its recorded test accuracy;
+    and each recipe's recorded ensemble accuracy (it stands while no run of that recipe is added)."""
     import json
 
     if not path.is_file():
-        return {}
+        return {}, {}
     old = json.loads(path.read_text())
     same = (old.get("settings") == json.loads(json.dumps(settings))
             and all(old["figures"]["recipe_overrides"].get(n) == overrides[n] for n in names))
     if not same:
         log.warning("recipe benchmark: %s has other settings or recipes; starting afresh", path)
-        return {}
+        return {}, {}
     runs: dict[str, list[dict[str, Any]]] = {}
     for name in names:
         for r in old["figures"]["recipes"].get(name, {}).get("runs", []):
@@ -121,7 +144,7 @@ def _resumed(path: Path, settings: dict[str, Any], overrides: dict[str, list[str
                     run["test_probs"] = probs
             runs.setdefault(name, []).append(run)
     log.info("recipe benchmark: resuming with %s", {n: [r["seed"] for r in rs] for n, rs in runs.items()})
-    return runs
+    return runs, {n: old["figures"]["recipes"][n]["ensemble_test_accuracy"] for n in runs}
 
 
 def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | None = None, resume: bool = False,
@@ -134,13 +157,16 @@ def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | N
     cfg = SMOKE if smoke else FULL
     mode = "smoke" if smoke else "full"
     out_dir = out_dir or RESULTS_DIR
+    if smoke:  # its small negatives go to a data folder of its own, beside links to the prepared digits
+        cfg = dict(cfg, overrides=[*cfg["overrides"], f"data.processed_dir={_smoke_data_dir(out_dir)}"])
     cache_dir = cache_dir or (ROOT / "outputs" / "recipe-probs" if out_dir == RESULTS_DIR else out_dir / "recipe-probs")
     names = recipes or list(RECIPES)
     settings = {"smoke": smoke, "seeds": cfg["seeds"], "slice": cfg["slice"], "overrides": cfg["overrides"],
                 "rule": "the recipe with the highest mean validation accuracy is kept"}
     overrides = {n: RECIPES[n] for n in names}
     test_y = _in_child(_test_labels, cfg["overrides"], cfg["slice"])
-    done = _resumed(out_dir / "recipes.json", settings, overrides, names, cache_dir, mode, test_y) if resume else {}
+    done, ensembles = (_resumed(out_dir / "recipes.json", settings, overrides, names, cache_dir, mode, test_y)
+                       if resume else ({}, {}))
     runs: dict[str, list[dict[str, Any]]] = {name: list(done.get(name, [])) for name in names}
     path = None
     for seed in cfg["seeds"]:
@@ -148,12 +174,15 @@ def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | N
             if any(r["seed"] == seed for r in runs[name]):
                 continue
             log.info("recipe benchmark: %s seed %d", name, seed)
-            result = _in_child(_job, FAMILY, [*cfg["overrides"], *RECIPES[name]], seed, cfg["slice"], None)
+            result = _in_child(_job, FAMILY, [*cfg["overrides"], *RECIPES[name]], seed, cfg["slice"], None, True)
             cache_dir.mkdir(parents=True, exist_ok=True)
             np.save(_probs_file(cache_dir, mode, name, seed), result["test_probs"])
             runs[name].append(result)
             fig: dict[str, Any] = {"recipes": {n: _recipe_figures(r, test_y) for n, r in runs.items() if r},
                                    "recipe_overrides": overrides}
+            for n, f in fig["recipes"].items():  # all runs resumed but some probabilities not cached
+                if f["ensemble_test_accuracy"] is None and all("resumed_from" in r for r in runs[n]):
+                    f["ensemble_test_accuracy"] = ensembles.get(n)
             fig["chosen"] = _chosen(fig["recipes"])
             path = write_result("recipes", mode, fig, _targets(fig), torch_device(), settings, out_dir)
             # partial results survive an interrupted run, and `--resume` continues from them

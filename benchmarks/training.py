@@ -48,12 +48,14 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | None) -> dict[str, Any]:
+def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | None,
+               negatives: bool = False) -> dict[str, Any]:
     import torch
 
     from cnn_ocr.calibration import softmax
     from cnn_ocr.fit import torch_loop
     from cnn_ocr.models import build
+    from cnn_ocr.ood.run import training_negatives
     from cnn_ocr.preprocess import to_model_input
 
     fp = getattr(params.models, family)
@@ -75,8 +77,10 @@ def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | N
                               "test_accuracy": acc, "images_per_s": epoch_images / row["epoch_time_s"]})
 
         val = tensors(splits.val_x, splits.val_y)
+        oe = training_negatives(params, fp) if negatives else None
         fit = torch_loop.fit(model, tensors(splits.train_x, splits.train_y), val, fp,
-                             seed=seed, eval_batch_size=params.models.evaluation.batch_size, on_epoch=on_epoch)
+                             seed=seed, eval_batch_size=params.models.evaluation.batch_size, on_epoch=on_epoch,
+                             negatives=None if oe is None else torch.from_numpy(to_model_input(oe[0])).to(device))
         final_logits = _logits(model, test[0], params.models.evaluation.batch_size)
         _, val_acc = torch_loop.evaluate_loss_acc(model, *val, params.models.evaluation.batch_size)
     if cache is not None:
@@ -86,7 +90,8 @@ def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | N
     return {"per_epoch": per_epoch, "train_time_s": fit.train_time_s, "epochs_run": fit.epochs_run,
             "best_epoch": fit.best_epoch, "test_accuracy": float(np.mean(probs.argmax(1) == splits.test_y)),
             "val_accuracy": val_acc,
-            "test_probs": probs, "train_images": len(splits.train_y), "epoch_images": epoch_images}
+            "test_probs": probs, "train_images": len(splits.train_y), "epoch_images": epoch_images,
+            "negatives_used": 0 if oe is None else len(oe[0])}
 
 
 def _logits(model: Any, x: Any, batch: int) -> np.ndarray:
@@ -120,15 +125,17 @@ def _svm_job(params: Any, splits: Any) -> dict[str, Any]:
             "pca_components": params.models.svm.pca_components}
 
 
-def _job(family: str, overrides: list[str], seed: int, sizes: Any, cache: str | None) -> dict[str, Any]:
-    """One (family, seed) measurement; runs in a fresh process."""
+def _job(family: str, overrides: list[str], seed: int, sizes: Any, cache: str | None,
+         negatives: bool = False) -> dict[str, Any]:
+    """One (family, seed) measurement; runs in a fresh process. With `negatives`, a CNN whose params turn outlier
+    exposure on trains with its generated negatives (as `ocr train` does); without, on digits alone."""
     from cnn_ocr.config import load_params
 
     params = load_params(overrides=overrides)
     splits = _splits(getattr(params.models, family).data_version, params, sizes)
     t0 = time.perf_counter()
     out = _svm_job(params, splits) if family == "svm" else _torch_job(family, params, splits, seed,
-                                                                       Path(cache) if cache else None)
+                                                                       Path(cache) if cache else None, negatives)
     out.update({"seed": seed, "wall_s": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()})
     return out
 

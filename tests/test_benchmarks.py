@@ -63,9 +63,11 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
     assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path)]) == 0
     data = _load(tmp_path / "recipes.json")
     fig = data["figures"]
-    assert set(fig["recipes"]) == {"previous", "ema"}
-    for recipe in fig["recipes"].values():
+    assert set(fig["recipes"]) == {"previous", "ema", "outlier_exposure"}
+    for name, recipe in fig["recipes"].items():
         assert recipe["test_accuracy"]["n"] == 2 and [r["seed"] for r in recipe["runs"]] == [0, 1]
+        # only the outlier-exposure recipe trains with negatives, generated into the smoke run's own data folder
+        assert all((r["negatives_used"] > 0) == (name == "outlier_exposure") for r in recipe["runs"])
         _check_stat(recipe["val_accuracy"])
         assert 0 <= recipe["ensemble_test_accuracy"] <= 1
     assert fig["chosen"] == max(fig["recipes"], key=lambda name: fig["recipes"][name]["val_accuracy_mean"])
@@ -79,13 +81,27 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
     caplog.set_level(logging.INFO, logger="benchmarks.recipes")
     assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path), "--resume"]) == 0
     trained = [m for m in caplog.messages if re.fullmatch(r"recipe benchmark: \w+ seed \d+", m)]
-    assert trained == ["recipe benchmark: previous seed 1", "recipe benchmark: ema seed 1"]
+    assert trained == ["recipe benchmark: previous seed 1", "recipe benchmark: ema seed 1",
+                       "recipe benchmark: outlier_exposure seed 1"]
+    assert (tmp_path / "data" / "negatives-v1").is_dir()
     resumed = _load(tmp_path / "recipes.json")["figures"]
     for name, recipe in resumed["recipes"].items():
         first, second = recipe["runs"]
         assert first["seed"] == 0 and first["resumed_from"] == data["date"] and "resumed_from" not in second
         assert first["val_accuracy"] == full["recipes"][name]["runs"][0]["val_accuracy"]
         assert recipe["ensemble_test_accuracy"] == full["recipes"][name]["ensemble_test_accuracy"]  # cached probabilities
+
+    # probabilities lost (a fresh checkout): a recipe all of whose runs are resumed keeps its recorded ensemble
+    caplog.clear()
+    (tmp_path / "recipe-probs" / "smoke-previous-seed1.npy").unlink()
+    again = _load(tmp_path / "recipes.json")
+    again["figures"]["recipes"]["outlier_exposure"]["runs"] = again["figures"]["recipes"]["outlier_exposure"]["runs"][:1]
+    (tmp_path / "recipes.json").write_text(json.dumps(again))
+    assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path), "--resume"]) == 0
+    trained = [m for m in caplog.messages if re.fullmatch(r"recipe benchmark: \w+ seed \d+", m)]
+    assert trained == ["recipe benchmark: outlier_exposure seed 1"]
+    kept = _load(tmp_path / "recipes.json")["figures"]["recipes"]["previous"]
+    assert kept["ensemble_test_accuracy"] == full["recipes"]["previous"]["ensemble_test_accuracy"]
 
 
 @pytest.mark.timeout(300)
