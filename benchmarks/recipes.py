@@ -120,7 +120,8 @@ def _probs_file(cache_dir: Path, mode: str, name: str, seed: int) -> Path:
 
 def _resumed(path: Path, settings: dict[str, Any], overrides: dict[str, list[str]], names: list[str],
              cache_dir: Path, mode: str, test_y: np.ndarray) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
-    """The finished runs of an interrupted result at `path` with the same settings and recipes, each with its
+    """The finished runs of an interrupted result at `path` with the same settings, of each recipe whose
+    overrides are unchanged (a recipe added since trains all its seeds), each with its
     test probabilities when they were cached (`cache_dir`) and still agree with its recorded test accuracy;
     and each recipe's recorded ensemble accuracy (it stands while no run of that recipe is added)."""
     import json
@@ -128,13 +129,16 @@ def _resumed(path: Path, settings: dict[str, Any], overrides: dict[str, list[str
     if not path.is_file():
         return {}, {}
     old = json.loads(path.read_text())
-    same = (old.get("settings") == json.loads(json.dumps(settings))
-            and all(old["figures"]["recipe_overrides"].get(n) == overrides[n] for n in names))
-    if not same:
-        log.warning("recipe benchmark: %s has other settings or recipes; starting afresh", path)
+    if old.get("settings") != json.loads(json.dumps(settings)):
+        log.warning("recipe benchmark: %s has other settings; starting afresh", path)
         return {}, {}
     runs: dict[str, list[dict[str, Any]]] = {}
     for name in names:
+        recorded = old["figures"]["recipe_overrides"].get(name)
+        if recorded != overrides[name]:  # a recipe new since, or changed: all its seeds train
+            if recorded is not None:
+                log.warning("recipe benchmark: recipe %s changed since %s; training it afresh", name, path)
+            continue
         for r in old["figures"]["recipes"].get(name, {}).get("runs", []):
             run = dict(r, resumed_from=r.get("resumed_from", old["date"]))
             file = _probs_file(cache_dir, mode, name, r["seed"])

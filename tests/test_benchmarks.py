@@ -91,15 +91,16 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
         assert first["val_accuracy"] == full["recipes"][name]["runs"][0]["val_accuracy"]
         assert recipe["ensemble_test_accuracy"] == full["recipes"][name]["ensemble_test_accuracy"]  # cached probabilities
 
-    # probabilities lost (a fresh checkout): a recipe all of whose runs are resumed keeps its recorded ensemble
+    # a recipe added since (here: absent from the result) trains all its seeds; probabilities lost (a fresh
+    # checkout): a recipe all of whose runs are resumed keeps its recorded ensemble
     caplog.clear()
     (tmp_path / "recipe-probs" / "smoke-previous-seed1.npy").unlink()
     again = _load(tmp_path / "recipes.json")
-    again["figures"]["recipes"]["outlier_exposure"]["runs"] = again["figures"]["recipes"]["outlier_exposure"]["runs"][:1]
+    del again["figures"]["recipes"]["outlier_exposure"], again["figures"]["recipe_overrides"]["outlier_exposure"]
     (tmp_path / "recipes.json").write_text(json.dumps(again))
     assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path), "--resume"]) == 0
     trained = [m for m in caplog.messages if re.fullmatch(r"recipe benchmark: \w+ seed \d+", m)]
-    assert trained == ["recipe benchmark: outlier_exposure seed 1"]
+    assert trained == ["recipe benchmark: outlier_exposure seed 0", "recipe benchmark: outlier_exposure seed 1"]
     kept = _load(tmp_path / "recipes.json")["figures"]["recipes"]["previous"]
     assert kept["ensemble_test_accuracy"] == full["recipes"]["previous"]["ensemble_test_accuracy"]
 
