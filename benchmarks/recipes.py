@@ -24,6 +24,10 @@ OE = "models.improved_cnn.outlier_exposure.enabled"
 RECIPES: dict[str, list[str]] = {
     "previous": ["models.improved_cnn.ema_decay=null", f"{OE}=false"],
     "ema": ["models.improved_cnn.ema_decay=0.999", f"{OE}=false"],
+    # generated negatives in every batch (the not-a-digit score) and the whole one-cycle schedule: no early stop on
+    # the validation loss, which outlier exposure makes rise mid-schedule
+    "outlier_exposure_full_schedule": ["models.improved_cnn.ema_decay=null", f"{OE}=true",
+                                       "models.improved_cnn.patience=null"],
     # the production recipe: generated negatives in every batch, for the not-a-digit score (params.yaml)
     "outlier_exposure": ["models.improved_cnn.ema_decay=null", f"{OE}=true"],
 }
