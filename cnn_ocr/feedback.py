@@ -142,6 +142,10 @@ class FeedbackStore:
                                          connect_args={"connect_timeout": 5})
             self._insert = postgresql.insert
             self._lock = contextlib.nullcontext()
+        # built once: constructing the upsert (its `excluded` columns) cost about 2 ms per served answer
+        upsert = self._insert(_predictions)
+        self._upsert_predictions = upsert.on_conflict_do_update(index_elements=["id"], set_={
+            c.name: upsert.excluded[c.name] for c in _predictions.columns if c.name != "id"})
         with contextlib.suppress(StoreUnavailable):  # a database down at start is retried on first use
             with self._transaction():
                 pass
@@ -176,11 +180,8 @@ class FeedbackStore:
                  "model_version": r.model_version} for r in records]
         if not rows:
             return
-        stmt = self._insert(_predictions)
-        stmt = stmt.on_conflict_do_update(index_elements=["id"], set_={
-            name: stmt.excluded[name] for name in rows[0] if name != "id"})
         with self._transaction() as conn:
-            conn.execute(stmt, rows)
+            conn.execute(self._upsert_predictions, rows)
             self._inserts += len(rows)
             if self._inserts >= _PRUNE_EVERY:
                 self._inserts = 0
