@@ -38,11 +38,14 @@ SMOKE = {"seeds": [0, 1], "slice": (600, 200, 500),
                        "negatives.train_per_family=20", "negatives.val_per_family=10"]}
 
 
-def _recipe_figures(runs: list[dict[str, Any]], test_y: np.ndarray) -> dict[str, Any]:
+def _recipe_figures(runs: list[dict[str, Any]], test_y: np.ndarray, recorded_ensemble: float | None = None
+                    ) -> dict[str, Any]:
+    """A recipe's figures; without the probabilities of every run, the ensemble is the one recorded for these
+    same runs (`recorded_ensemble`, used only when all of them were resumed), else None."""
     test = [r["test_accuracy"] for r in runs]
     val = [r["val_accuracy"] for r in runs]
     with_probs = all("test_probs" in r for r in runs)  # a resumed run whose probabilities were not cached has none
-    ensemble = None
+    ensemble = recorded_ensemble if all("resumed_from" in r for r in runs) else None
     if len(runs) > 1 and with_probs:
         ensemble = float(np.mean(np.mean([r["test_probs"] for r in runs], axis=0).argmax(1) == test_y))
     return {"test_accuracy": summarize(test), "test_accuracy_mean": float(np.mean(test)),
@@ -182,15 +185,14 @@ def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | N
             if any(r["seed"] == seed for r in runs[name]):
                 continue
             log.info("recipe benchmark: %s seed %d", name, seed)
-            result = _in_child(_job, FAMILY, [*cfg["overrides"], *RECIPES[name]], seed, cfg["slice"], None, True)
+            result = _in_child(_job, FAMILY, [*cfg["overrides"], *RECIPES[name]], seed, cfg["slice"], None,
+                               True)  # no model cache; negatives when the recipe turns outlier exposure on
             cache_dir.mkdir(parents=True, exist_ok=True)
             np.save(_probs_file(cache_dir, mode, name, seed), result["test_probs"])
             runs[name].append(result)
-            fig: dict[str, Any] = {"recipes": {n: _recipe_figures(r, test_y) for n, r in runs.items() if r},
+            fig: dict[str, Any] = {"recipes": {n: _recipe_figures(r, test_y, ensembles.get(n))
+                                               for n, r in runs.items() if r},
                                    "recipe_overrides": overrides}
-            for n, f in fig["recipes"].items():  # all runs resumed but some probabilities not cached
-                if f["ensemble_test_accuracy"] is None and all("resumed_from" in r for r in runs[n]):
-                    f["ensemble_test_accuracy"] = ensembles.get(n)
             fig["chosen"] = _chosen(fig["recipes"])
             path = write_result("recipes", mode, fig, _targets(fig), torch_device(), settings, out_dir)
             # partial results survive an interrupted run, and `--resume` continues from them

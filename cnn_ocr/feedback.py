@@ -142,7 +142,7 @@ class FeedbackStore:
                                          connect_args={"connect_timeout": 5})
             self._insert = postgresql.insert
             self._lock = contextlib.nullcontext()
-        # built once: constructing the upsert (its `excluded` columns) cost about 2 ms per served answer
+        # built once: constructing the upsert (its `excluded` columns) cost about 0.6 ms per served answer
         upsert = self._insert(_predictions)
         self._upsert_predictions = upsert.on_conflict_do_update(index_elements=["id"], set_={
             c.name: upsert.excluded[c.name] for c in _predictions.columns if c.name != "id"})
