@@ -48,8 +48,31 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
+REFUSALS = ("mnist_test_refused", "refused_val_negatives", "refused_fashion", "refused_handwriting",
+            "refused_pictograms")  # the shipped detector's figures a run reports with `refusals`
+
+
+def _refusal_figures(model: Any, params: Any, splits: Any, val_logits: np.ndarray) -> dict[str, float]:
+    """The shipped not-a-digit detector's figures for a trained model, as `ocr train` logs them: threshold fitted
+    to refuse at most `ood.max_digit_refusal` of the validation digits, then the shares refused of the test digits,
+    the validation negatives (generated when missing) and each held-out family."""
+    from cnn_ocr.calibration import fit_temperature
+    from cnn_ocr.data.negatives import ensure_negatives
+    from cnn_ocr.ood.report import evaluate_detectors
+    from cnn_ocr.ood.run import TRAIN_FEATURE_SAMPLES, heldout_families
+
+    neg_val = ensure_negatives(params.negatives, params.data)["val"]
+    take = np.random.default_rng(params.seed).choice(len(splits.train_y), min(TRAIN_FEATURE_SAMPLES, len(splits.train_y)),
+                                                     replace=False)
+    result = evaluate_detectors(model.cpu(), (splits.train_x[np.sort(take)], splits.train_y[np.sort(take)]),
+                                (splits.val_x, splits.val_y), (splits.test_x, splits.test_y), neg_val,
+                                heldout_families(params.ood.heldout_samples, params.seed),
+                                fit_temperature(val_logits, splits.val_y), params.ood)
+    return {k: result.metrics[f"ood_{k}"] for k in REFUSALS if f"ood_{k}" in result.metrics}
+
+
 def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | None,
-               negatives: bool = False) -> dict[str, Any]:
+               negatives: bool = False, refusals: bool = False) -> dict[str, Any]:
     import torch
 
     from cnn_ocr.calibration import softmax
@@ -83,6 +106,8 @@ def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | N
                              negatives=None if oe is None else torch.from_numpy(to_model_input(oe[0])).to(device))
         final_logits = _logits(model, test[0], params.models.evaluation.batch_size)
         _, val_acc = torch_loop.evaluate_loss_acc(model, *val, params.models.evaluation.batch_size)
+        refused = (_refusal_figures(model, params, splits, _logits(model, val[0], params.models.evaluation.batch_size))
+                   if refusals else None)
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         torch.save(model.cpu().state_dict(), cache / f"{family}-seed{seed}.pt")
@@ -91,7 +116,7 @@ def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | N
             "best_epoch": fit.best_epoch, "test_accuracy": float(np.mean(probs.argmax(1) == splits.test_y)),
             "val_accuracy": val_acc,
             "test_probs": probs, "train_images": len(splits.train_y), "epoch_images": epoch_images,
-            "negatives_used": 0 if oe is None else len(oe[0])}
+            "negatives_used": 0 if oe is None else len(oe[0])} | ({"refusals": refused} if refused is not None else {})
 
 
 def _logits(model: Any, x: Any, batch: int) -> np.ndarray:
@@ -126,16 +151,18 @@ def _svm_job(params: Any, splits: Any) -> dict[str, Any]:
 
 
 def _job(family: str, overrides: list[str], seed: int, sizes: Any, cache: str | None,
-         negatives: bool = False) -> dict[str, Any]:
+         negatives: bool = False, refusals: bool = False) -> dict[str, Any]:
     """One (family, seed) measurement; runs in a fresh process. With `negatives`, a CNN whose params turn outlier
-    exposure on trains with its generated negatives (as `ocr train` does); without, on digits alone."""
+    exposure on trains with its generated negatives (as `ocr train` does); without, on digits alone. With
+    `refusals`, a CNN's not-a-digit figures come with it (`_refusal_figures`)."""
     from cnn_ocr.config import load_params
 
     params = load_params(overrides=overrides)
     splits = _splits(getattr(params.models, family).data_version, params, sizes)
     t0 = time.perf_counter()
     out = _svm_job(params, splits) if family == "svm" else _torch_job(family, params, splits, seed,
-                                                                       Path(cache) if cache else None, negatives)
+                                                                       Path(cache) if cache else None, negatives,
+                                                                       refusals)
     out.update({"seed": seed, "wall_s": time.perf_counter() - t0, "peak_rss_mb": _peak_rss_mb()})
     return out
 

@@ -13,6 +13,9 @@ if TYPE_CHECKING:
     from cnn_ocr.report import Doc
 
 BASELINE_RECIPE = "previous"
+# the shipped detector's shares refused (benchmarks/training.py REFUSALS), as the recipe runs log them
+REFUSALS = ("ood_mnist_test_refused", "ood_refused_val_negatives", "ood_refused_fashion", "ood_refused_handwriting",
+            "ood_refused_pictograms")
 
 
 def _latest_by_recipe(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:
@@ -36,8 +39,9 @@ def render_recipes(doc: Doc) -> None:
         return
     doc.add("Each change to the improved CNN's recipe, trained for every seed in one benchmark run; the recipe kept is "
             "the one with the best mean **validation** accuracy (test accuracy is reported only).", "",
-            "| recipe | overrides | seeds | mean val. acc. | mean test acc. | val. effect (pts) | test effect (pts) |",
-            "|---|---|---|---|---|---|---|")
+            "| recipe | overrides | seeds | mean val. acc. | mean test acc. | val. effect (pts) | test effect (pts) "
+            "| refused (mean): test digits / val. negatives / Fashion / letters / pictograms |",
+            "|---|---|---|---|---|---|---|---|")
     base = groups.get(BASELINE_RECIPE, [])
     for name, runs in groups.items():
         seeds = ", ".join(doc.v("raw", ("param", r, "seed")) for r in runs)
@@ -47,6 +51,8 @@ def render_recipes(doc: Doc) -> None:
         if name != BASELINE_RECIPE and len(base) == len(runs):
             effects = [doc.v("mean_gain_pts", *[("metric", r, key) for r in runs], *[("metric", r, key) for r in base])
                        for key in ("val_accuracy", "test_accuracy")]
+        refused = " / ".join(doc.v("mean_pct", *[("metric", r, key) for r in runs]) for key in REFUSALS
+                             if all(key in r.metrics for r in runs))  # runs measured before these figures: none
         doc.add(f"| {name} | `{runs[0].params.get('overrides', '')}` | {seeds} | {val} | {test} | {effects[0]} | "
-                f"{effects[1]} |")
+                f"{effects[1]} | {refused} |")
     doc.add("")

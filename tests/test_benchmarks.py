@@ -11,6 +11,7 @@ import pytest
 from benchmarks import __main__ as bench_cli
 from benchmarks import readme_table
 from benchmarks.common import percentile, summarize, target
+from benchmarks.training import REFUSALS
 
 pytestmark = pytest.mark.slow
 TOP_KEYS = {"schema_version", "benchmark", "mode", "machine", "cpu_model", "cores", "device", "libraries", "date",
@@ -63,12 +64,16 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
     assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path)]) == 0
     data = _load(tmp_path / "recipes.json")
     fig = data["figures"]
-    assert set(fig["recipes"]) == {"previous", "ema", "outlier_exposure_full_schedule", "outlier_exposure"}
+    assert set(fig["recipes"]) == {"previous", "ema", "outlier_exposure_full_schedule", "outlier_exposure",
+                                   "outlier_exposure_light"}
     for name, recipe in fig["recipes"].items():
         assert recipe["test_accuracy"]["n"] == 2 and [r["seed"] for r in recipe["runs"]] == [0, 1]
         # only the outlier-exposure recipe trains with negatives, generated into the smoke run's own data folder
         assert all((r["negatives_used"] > 0) == name.startswith("outlier_exposure") for r in recipe["runs"])
         _check_stat(recipe["val_accuracy"])
+        # every run's not-a-digit figures: the shipped detector on the test digits, validation negatives, held-out families
+        assert all(set(r["refusals"]) == set(REFUSALS) for r in recipe["runs"])
+        assert set(recipe["refusals_mean"]) == set(REFUSALS) and all(0 <= v <= 1 for v in recipe["refusals_mean"].values())
         assert 0 <= recipe["ensemble_test_accuracy"] <= 1
     assert fig["chosen"] == max(fig["recipes"], key=lambda name: fig["recipes"][name]["val_accuracy_mean"])
     assert "asks for 3" in data["targets"][0]["note"] and not data["targets"][0]["met"]  # two seeds, not three
@@ -82,7 +87,8 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
     assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path), "--resume"]) == 0
     trained = [m for m in caplog.messages if re.fullmatch(r"recipe benchmark: \w+ seed \d+", m)]
     assert trained == ["recipe benchmark: previous seed 1", "recipe benchmark: ema seed 1",
-                       "recipe benchmark: outlier_exposure_full_schedule seed 1", "recipe benchmark: outlier_exposure seed 1"]
+                       "recipe benchmark: outlier_exposure_full_schedule seed 1", "recipe benchmark: outlier_exposure seed 1",
+                       "recipe benchmark: outlier_exposure_light seed 1"]
     assert (tmp_path / "data" / "negatives-v1").is_dir()
     resumed = _load(tmp_path / "recipes.json")["figures"]
     for name, recipe in resumed["recipes"].items():

@@ -46,12 +46,16 @@ def _log_recipe_result(path: Path) -> None:
 
     from benchmarks.recipes import log_to_store
 
-    def runs(val: list[float]) -> dict:
-        return {"runs": [{"seed": seed, "val_accuracy": v, "test_accuracy": v - 0.001, "train_time_s": 50.0 + seed}
-                         for seed, v in zip((1, 2), val, strict=True)]}
+    def runs(val: list[float], refused: float | None = None) -> dict:
+        shares = {} if refused is None else {"refusals": {
+            "mnist_test_refused": 0.01, "refused_val_negatives": refused, "refused_fashion": refused - 0.01,
+            "refused_handwriting": refused - 0.02, "refused_pictograms": refused - 0.03}}
+        return {"runs": [{"seed": seed, "val_accuracy": v, "test_accuracy": v - 0.001, "train_time_s": 50.0 + seed,
+                          **shares} for seed, v in zip((1, 2), val, strict=True)]}
 
+    # runs measured before the not-a-digit figures (previous) have none
     path.write_text(json.dumps({"date": "2026-12-01T05:00:00+00:00", "git_commit": "abc", "figures": {
-        "recipes": {"previous": runs([0.9940, 0.9950]), "ema": runs([0.9952, 0.9958])},
+        "recipes": {"previous": runs([0.9940, 0.9950]), "ema": runs([0.9952, 0.9958], refused=0.99)},
         "recipe_overrides": {"previous": ["models.improved_cnn.ema_decay=null"],
                              "ema": ["models.improved_cnn.ema_decay=0.999"]}}}))
     assert log_to_store(path) == 4 and log_to_store(path) == 0  # logged once
@@ -107,7 +111,9 @@ def test_every_number_in_the_report_equals_the_stored_value(store, tmp_path):
     refused = report.FORMATS["pct"](client.get_run(base_run).data.metrics["ood_energy_refused_val_negatives"])
     assert "| Base CNN | True |" in ood and f"| {refused} |" in ood
     recipes = markdown.split("### Training recipes")[1].split("##")[0]
-    assert "| ema | `models.improved_cnn.ema_decay=0.999` | 1, 2 | 99.55% | 99.45% | +0.10 | +0.10 |" in recipes
+    assert ("| ema | `models.improved_cnn.ema_decay=0.999` | 1, 2 | 99.55% | 99.45% | +0.10 | +0.10 | "
+            "1.00% / 99.00% / 98.00% / 97.00% / 96.00% |") in recipes
+    assert "| previous | `models.improved_cnn.ema_decay=null` | 1, 2 | 99.45% | 99.35% |  |  |  |" in recipes
     production_section = markdown.split("## Production Model Selection")[1]
     assert f"Validation accuracy {val} (test accuracy, reported: {acc})" in production_section
     assert "highest validation accuracy" in production_section and prod.run_id in production_section
