@@ -76,7 +76,11 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
         assert set(recipe["refusals_mean"]) == set(REFUSALS) and all(0 <= v <= 1 for v in recipe["refusals_mean"].values())
         assert 0 <= recipe["ensemble_test_accuracy"] <= 1
     assert fig["chosen"] == max(fig["recipes"], key=lambda name: fig["recipes"][name]["val_accuracy_mean"])
+    assert fig["production"] == "outlier_exposure_full_schedule"  # the recipe that changes nothing in params.yaml
     assert "asks for 3" in data["targets"][0]["note"] and not data["targets"][0]["met"]  # two seeds, not three
+    # the production recipe has a target row of its own unless validation keeps it anyway
+    assert (fig["chosen"] == fig["production"]) != any(t["name"].startswith("production recipe (")
+                                                       for t in data["targets"])
 
     # interrupted after the first seed: --resume keeps those runs and trains only the second seed's pair
     full = json.loads(json.dumps(fig))
@@ -109,6 +113,16 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
     assert trained == ["recipe benchmark: outlier_exposure seed 0", "recipe benchmark: outlier_exposure seed 1"]
     kept = _load(tmp_path / "recipes.json")["figures"]["recipes"]["previous"]
     assert kept["ensemble_test_accuracy"] == full["recipes"]["previous"]["ensemble_test_accuracy"]
+
+    # nothing left to train: --resume writes the same runs' figures afresh (with this code's targets)
+    caplog.clear()
+    before = _load(tmp_path / "recipes.json")
+    assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path), "--resume"]) == 0
+    assert not [m for m in caplog.messages if re.fullmatch(r"recipe benchmark: \w+ seed \d+", m)]
+    after = _load(tmp_path / "recipes.json")
+    assert after["date"] >= before["date"] and after["targets"] == before["targets"]
+    assert {n: [r["val_accuracy"] for r in f["runs"]] for n, f in after["figures"]["recipes"].items()} == \
+        {n: [r["val_accuracy"] for r in f["runs"]] for n, f in before["figures"]["recipes"].items()}
 
 
 @pytest.mark.timeout(300)
