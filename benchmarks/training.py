@@ -116,7 +116,8 @@ def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | N
             "best_epoch": fit.best_epoch, "test_accuracy": float(np.mean(probs.argmax(1) == splits.test_y)),
             "val_accuracy": val_acc,
             "test_probs": probs, "train_images": len(splits.train_y), "epoch_images": epoch_images,
-            "negatives_used": 0 if oe is None else len(oe[0])} | ({"refusals": refused} if refused is not None else {})
+            "negatives_used": 0 if oe is None else len(oe[0])} | (
+                {"refusals": refused, "refusals_detector": params.ood.detector} if refused is not None else {})
 
 
 def _logits(model: Any, x: Any, batch: int) -> np.ndarray:

@@ -53,6 +53,9 @@ def render_recipes(doc: Doc) -> None:
                        for key in ("val_accuracy", "test_accuracy")]
         refused = " / ".join(doc.v("mean_pct", *[("metric", r, key) for r in runs]) for key in REFUSALS
                              if all(key in r.metrics for r in runs))  # runs measured before these figures: none
+        detectors = {r.params.get("ood_detector") for r in runs}
+        if refused and len(detectors) == 1 and None not in detectors:  # the score the shares were measured with
+            refused = f"{detectors.pop()}: {refused}"
         doc.add(f"| {name} | `{runs[0].params.get('overrides', '')}` | {seeds} | {val} | {test} | {effects[0]} | "
                 f"{effects[1]} | {refused} |")
     doc.add("")

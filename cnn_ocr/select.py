@@ -153,7 +153,9 @@ def version_tags(run: RunRecord, temperature: float, max_abs_diff: float, n_imag
     tags.update({k: run.tags.get(k, "unknown") for k in VERSION_RUN_TAGS})
     tags.update({"temperature": f"{temperature:.6g}", "onnx_parity_max_abs_diff": f"{max_abs_diff:.3g}",
                  "onnx_parity_images": str(n_images), "run_experiment": run.experiment})
-    tags.update({k: v if isinstance(v, str) else f"{v:.6g}" for k, v in (ood or {}).items()})
+    # the threshold at full precision: it is the decision boundary spec.json carries; the shares rounded
+    tags.update({k: v if isinstance(v, str) else repr(float(v)) if k == "ood_threshold" else f"{v:.6g}"
+                 for k, v in (ood or {}).items()})
     return tags
 
 

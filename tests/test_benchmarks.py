@@ -72,7 +72,7 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
         assert all((r["negatives_used"] > 0) == name.startswith("outlier_exposure") for r in recipe["runs"])
         _check_stat(recipe["val_accuracy"])
         # every run's not-a-digit figures: the shipped detector on the test digits, validation negatives, held-out families
-        assert all(set(r["refusals"]) == set(REFUSALS) for r in recipe["runs"])
+        assert all(set(r["refusals"]) == set(REFUSALS) and r["refusals_detector"] == "msp" for r in recipe["runs"])
         assert set(recipe["refusals_mean"]) == set(REFUSALS) and all(0 <= v <= 1 for v in recipe["refusals_mean"].values())
         assert 0 <= recipe["ensemble_test_accuracy"] <= 1
     assert fig["chosen"] == max(fig["recipes"], key=lambda name: fig["recipes"][name]["val_accuracy_mean"])
@@ -80,7 +80,10 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
     assert "asks for 3" in data["targets"][0]["note"] and not data["targets"][0]["met"]  # two seeds, not three
     # the production recipe has a target row of its own unless validation keeps it anyway
     assert (fig["chosen"] == fig["production"]) != any(t["name"].startswith("production recipe (")
-                                                       for t in data["targets"])
+                                                       and "test accuracy" in t["name"] for t in data["targets"])
+    gate = next(t for t in data["targets"] if "validation negatives refused" in t["name"])  # the promotion gate's
+    assert gate["limit"] == 95.0 and gate["value"] == 100 * fig["recipes"][fig["production"]]["refusals_mean"][
+        "refused_val_negatives"]
 
     # interrupted after the first seed: --resume keeps those runs and trains only the second seed's pair
     full = json.loads(json.dumps(fig))
@@ -114,15 +117,22 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
     kept = _load(tmp_path / "recipes.json")["figures"]["recipes"]["previous"]
     assert kept["ensemble_test_accuracy"] == full["recipes"]["previous"]["ensemble_test_accuracy"]
 
-    # nothing left to train: --resume writes the same runs' figures afresh (with this code's targets)
+    # nothing left to train: --resume writes the same runs' figures afresh (with this code's targets); with
+    # --figures-only, a recipe stopped after one seed stays at one seed
     caplog.clear()
     before = _load(tmp_path / "recipes.json")
     assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path), "--resume"]) == 0
-    assert not [m for m in caplog.messages if re.fullmatch(r"recipe benchmark: \w+ seed \d+", m)]
     after = _load(tmp_path / "recipes.json")
     assert after["date"] >= before["date"] and after["targets"] == before["targets"]
     assert {n: [r["val_accuracy"] for r in f["runs"]] for n, f in after["figures"]["recipes"].items()} == \
         {n: [r["val_accuracy"] for r in f["runs"]] for n, f in before["figures"]["recipes"].items()}
+    after["figures"]["recipes"]["ema"]["runs"] = after["figures"]["recipes"]["ema"]["runs"][:1]
+    (tmp_path / "recipes.json").write_text(json.dumps(after))
+    assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path), "--figures-only"]) == 0
+    assert not [m for m in caplog.messages if re.fullmatch(r"recipe benchmark: \w+ seed \d+", m)]
+    ema = _load(tmp_path / "recipes.json")["figures"]["recipes"]["ema"]
+    first = before["figures"]["recipes"]["ema"]["runs"][0]
+    assert ema["val_accuracy"]["n"] == 1 and ema["runs"][0]["val_accuracy"] == first["val_accuracy"]
 
 
 @pytest.mark.timeout(300)

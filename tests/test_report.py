@@ -49,7 +49,7 @@ def _log_recipe_result(path: Path) -> None:
     def runs(val: list[float], refused: float | None = None) -> dict:
         shares = {} if refused is None else {"refusals": {
             "mnist_test_refused": 0.01, "refused_val_negatives": refused, "refused_fashion": refused - 0.01,
-            "refused_handwriting": refused - 0.02, "refused_pictograms": refused - 0.03}}
+            "refused_handwriting": refused - 0.02, "refused_pictograms": refused - 0.03}, "refusals_detector": "msp"}
         return {"runs": [{"seed": seed, "val_accuracy": v, "test_accuracy": v - 0.001, "train_time_s": 50.0 + seed,
                           **shares} for seed, v in zip((1, 2), val, strict=True)]}
 
@@ -107,12 +107,13 @@ def test_every_number_in_the_report_equals_the_stored_value(store, tmp_path):
     val = report.FORMATS["pct"](client.get_run(prod.run_id).data.metrics["val_accuracy"])
     acc = report.FORMATS["pct"](prod.tags["test_accuracy"])
     ood = markdown.split("### Not-a-digit detection")[1].split("##")[0]
-    base_run = next(v.sources[0].ref for v in doc.values if v.sources[0].key == "ood_energy_refused_val_negatives")
-    refused = report.FORMATS["pct"](client.get_run(base_run).data.metrics["ood_energy_refused_val_negatives"])
+    shipped = f"ood_{params.ood.detector}_refused_val_negatives"  # the figures of the detector that ships
+    base_run = next(v.sources[0].ref for v in doc.values if v.sources[0].key == shipped)
+    refused = report.FORMATS["pct"](client.get_run(base_run).data.metrics[shipped])
     assert "| Base CNN | True |" in ood and f"| {refused} |" in ood
     recipes = markdown.split("### Training recipes")[1].split("##")[0]
     assert ("| ema | `models.improved_cnn.ema_decay=0.999` | 1, 2 | 99.55% | 99.45% | +0.10 | +0.10 | "
-            "1.00% / 99.00% / 98.00% / 97.00% / 96.00% |") in recipes
+            "msp: 1.00% / 99.00% / 98.00% / 97.00% / 96.00% |") in recipes
     assert "| previous | `models.improved_cnn.ema_decay=null` | 1, 2 | 99.45% | 99.35% |  |  |  |" in recipes
     production_section = markdown.split("## Production Model Selection")[1]
     assert f"Validation accuracy {val} (test accuracy, reported: {acc})" in production_section
