@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import CACHE_DIR, summarize, target, torch_device, write_result
+from cnn_ocr.ood.report import REFUSAL_FIGURES as REFUSALS  # the not-a-digit figures a recipe run reports
 
 log = logging.getLogger(__name__)
 
@@ -48,26 +49,14 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-REFUSALS = ("mnist_test_refused", "refused_val_negatives", "refused_fashion", "refused_handwriting",
-            "refused_pictograms")  # the shipped detector's figures a run reports with `refusals`
-
-
-def _refusal_figures(model: Any, params: Any, splits: Any, val_logits: np.ndarray) -> dict[str, float]:
-    """The shipped not-a-digit detector's figures for a trained model, as `ocr train` logs them: threshold fitted
-    to refuse at most `ood.max_digit_refusal` of the validation digits, then the shares refused of the test digits,
-    the validation negatives (generated when missing) and each held-out family."""
-    from cnn_ocr.calibration import fit_temperature
+def _refusal_figures(model: Any, params: Any, splits: Any) -> dict[str, float]:
+    """The shipped not-a-digit detector's headline figures for a trained model, scored as `ocr train` scores them
+    (`score_detectors`; the validation negatives generated when missing). The temperature only calibrates the
+    ECE, which is not among them."""
     from cnn_ocr.data.negatives import ensure_negatives
-    from cnn_ocr.ood.report import evaluate_detectors
-    from cnn_ocr.ood.run import TRAIN_FEATURE_SAMPLES, heldout_families
+    from cnn_ocr.ood.run import score_detectors
 
-    neg_val = ensure_negatives(params.negatives, params.data)["val"]
-    take = np.random.default_rng(params.seed).choice(len(splits.train_y), min(TRAIN_FEATURE_SAMPLES, len(splits.train_y)),
-                                                     replace=False)
-    result = evaluate_detectors(model.cpu(), (splits.train_x[np.sort(take)], splits.train_y[np.sort(take)]),
-                                (splits.val_x, splits.val_y), (splits.test_x, splits.test_y), neg_val,
-                                heldout_families(params.ood.heldout_samples, params.seed),
-                                fit_temperature(val_logits, splits.val_y), params.ood)
+    result = score_detectors(model.cpu(), params, splits, 1.0, ensure_negatives(params.negatives, params.data)["val"])
     return {k: result.metrics[f"ood_{k}"] for k in REFUSALS if f"ood_{k}" in result.metrics}
 
 
@@ -106,8 +95,7 @@ def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | N
                              negatives=None if oe is None else torch.from_numpy(to_model_input(oe[0])).to(device))
         final_logits = _logits(model, test[0], params.models.evaluation.batch_size)
         _, val_acc = torch_loop.evaluate_loss_acc(model, *val, params.models.evaluation.batch_size)
-        refused = (_refusal_figures(model, params, splits, _logits(model, val[0], params.models.evaluation.batch_size))
-                   if refusals else None)
+        refused = _refusal_figures(model, params, splits) if refusals else None
     if cache is not None:
         cache.mkdir(parents=True, exist_ok=True)
         torch.save(model.cpu().state_dict(), cache / f"{family}-seed{seed}.pt")

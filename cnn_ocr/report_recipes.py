@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from cnn_ocr.ood.report import REFUSAL_FIGURES
 from cnn_ocr.tracking import store
 from cnn_ocr.tracking.reading import RunRecord, search_runs
 
@@ -13,9 +14,8 @@ if TYPE_CHECKING:
     from cnn_ocr.report import Doc
 
 BASELINE_RECIPE = "previous"
-# the shipped detector's shares refused (benchmarks/training.py REFUSALS), as the recipe runs log them
-REFUSALS = ("ood_mnist_test_refused", "ood_refused_val_negatives", "ood_refused_fashion", "ood_refused_handwriting",
-            "ood_refused_pictograms")
+# the shipped detector's shares refused, as the recipe runs log them
+REFUSALS = tuple(f"ood_{k}" for k in REFUSAL_FIGURES)
 
 
 def _latest_by_recipe(runs: list[RunRecord]) -> dict[str, list[RunRecord]]:

@@ -21,11 +21,11 @@ from cnn_ocr.data.versions import Splits
 from cnn_ocr.families import ENSEMBLE, names
 from cnn_ocr.ood.graph import Detector, onnx_scores
 from cnn_ocr.ood.metrics import refusal_rate
+from cnn_ocr.ood.run import TRAIN_FEATURE_SAMPLES
 from cnn_ocr.ood.scores import Mahalanobis
 
 log = logging.getLogger(__name__)
 
-TRAIN_FEATURE_SAMPLES = 10000  # training images whose features fit the Mahalanobis detector
 # Version tags of the refusal figures (shares in [0, 1]) and of the detector itself.
 DIGITS_REFUSED = "ood_val_digits_refused"
 NEGATIVES_REFUSED = "ood_val_negatives_refused"

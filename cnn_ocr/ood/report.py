@@ -20,6 +20,10 @@ from cnn_ocr.ood import metrics
 from cnn_ocr.ood.scores import DETECTORS, Mahalanobis, energy, msp
 from cnn_ocr.preprocess import to_model_input
 
+# The headline shares refused by the shipped detector (metric `ood_<name>`): what a recipe run reports
+REFUSAL_FIGURES = ("mnist_test_refused", "refused_val_negatives", "refused_fashion", "refused_handwriting",
+                   "refused_pictograms")
+
 
 @dataclass(frozen=True)
 class Outputs:

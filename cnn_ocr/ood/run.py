@@ -62,23 +62,31 @@ def heldout_families(n: int, seed: int) -> dict[str, Family]:
     return out
 
 
+def score_detectors(model: Any, params: Params, splits: Splits, temperature: float, neg_val: Any) -> Any:
+    """Every detector on a trained CNN (`evaluate_detectors`): the Mahalanobis state fitted on up to
+    TRAIN_FEATURE_SAMPLES training digits, thresholds on the validation digits, then the validation negatives
+    `neg_val`, the test digits and `ood.heldout_samples` images of each held-out family."""
+    from cnn_ocr.ood.report import evaluate_detectors
+
+    rng = np.random.default_rng(params.seed)
+    take = np.sort(rng.choice(len(splits.train_y), min(TRAIN_FEATURE_SAMPLES, len(splits.train_y)), replace=False))
+    return evaluate_detectors(model, (splits.train_x[take], splits.train_y[take]), (splits.val_x, splits.val_y),
+                              (splits.test_x, splits.test_y), neg_val,
+                              heldout_families(params.ood.heldout_samples, params.seed), temperature, params.ood)
+
+
 def log_detectors(model: Any, params: Params, splits: Splits, temperature: float, family_params: Any) -> dict[str, float]:
     """Score every detector on the run's model and log the figures and reliability diagram; returns the
     metrics ({} when the validation negatives are not on disk: `ocr data negatives` writes them)."""
     from cnn_ocr import plots
-    from cnn_ocr.ood.report import evaluate_detectors, reliability_figure
+    from cnn_ocr.ood.report import reliability_figure
 
     version = family_params.outlier_exposure.version
     if not (version_dir(version, params.data) / META).is_file():
         log.warning("not-a-digit figures skipped: %s is missing; run `ocr data negatives`", version)
         set_tags({"ood_figures": f"skipped: {version} missing"})
         return {}
-    neg_val = load_negatives(version, params.data)["val"]
-    rng = np.random.default_rng(params.seed)
-    take = np.sort(rng.choice(len(splits.train_y), min(TRAIN_FEATURE_SAMPLES, len(splits.train_y)), replace=False))
-    result = evaluate_detectors(model, (splits.train_x[take], splits.train_y[take]), (splits.val_x, splits.val_y),
-                                (splits.test_x, splits.test_y), neg_val,
-                                heldout_families(params.ood.heldout_samples, params.seed), temperature, params.ood)
+    result = score_detectors(model, params, splits, temperature, load_negatives(version, params.data)["val"])
     log_metrics(result.metrics)
     log_dict({"detector": params.ood.detector, "reliability": result.reliability}, "ood.json")
     fig = reliability_figure(result.reliability[params.ood.detector],
