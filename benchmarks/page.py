@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -125,7 +126,8 @@ def _measure_served(browser: Any, base: str, splits: Any, cfg: dict[str, int]) -
     try:
         page = context.new_page()
         page.goto(base)
-        page.wait_for_function("!document.getElementById('model-info').textContent.startsWith('Loading')")
+        # a locator wait, not a string predicate: the page's CSP (script-src 'self') forbids evaluating strings
+        page.locator("#model-info").filter(has_not_text=re.compile(r"^\s*Loading")).wait_for()
         summary = page.locator("#model-info").inner_text()
         return summary, measure(page, splits.test_x, splits.test_y, cfg["digits"], cfg["rows"])
     finally:
