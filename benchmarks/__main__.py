@@ -1,5 +1,5 @@
 """`python -m benchmarks {training,recipes,inference,service,mainjob,batch,ood,photos,page,all} [--smoke]
-[--out DIR] [--no-readme]` (recipes: also `--resume`, `--figures-only`).
+[--out DIR] [--no-readme]` (recipes: also `--resume`, `--recipes`, `--figures-only`).
 
 `page` (not part of `all`: it needs Chromium and a served model) measures the draw-a-digit page with the model in
 `OCR_FIGURES_MODEL_DIR` (default: params.yaml's `export.production_dir`)."""
@@ -28,6 +28,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", default=None, help="training only: comma-separated seeds for every family")
     parser.add_argument("--resume", action="store_true",
                         help="recipes only: keep the runs of the interrupted result with the same settings, train the rest")
+    parser.add_argument("--recipes", default=None,
+                        help="recipes only: comma-separated recipes to train (their missing seeds); the held result's "
+                             "other runs are kept")
     parser.add_argument("--figures-only", action="store_true",
                         help="recipes only: train nothing; write the held result's figures and targets afresh")
     parser.add_argument("--no-readme", action="store_true", help="do not refresh the README table")
@@ -46,9 +49,10 @@ def main(argv: list[str] | None = None) -> int:
                 extra = {"families": args.families.split(",") if args.families else None,
                          "seeds": [int(x) for x in args.seeds.split(",")] if args.seeds else None}
             elif name == "recipes":
-                extra = {"resume": args.resume, "train": not args.figures_only}
+                extra = {"resume": args.resume, "train": not args.figures_only,
+                         "recipes": args.recipes.split(",") if args.recipes else None}
             path = importlib.import_module(f"benchmarks.{name}").run(smoke=args.smoke, out_dir=out, **extra)
-        except (RuntimeError, OSError) as exc:
+        except (RuntimeError, OSError, ValueError) as exc:
             print(f"error: benchmark {name} failed: {exc}", file=sys.stderr)
             return 1
         print(f"{name}: {path}")

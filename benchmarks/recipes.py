@@ -35,6 +35,10 @@ RECIPES: dict[str, list[str]] = {
     # spent on the not-a-digit score, if the refusals hold
     "outlier_exposure_light": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
                                "models.improved_cnn.outlier_exposure.weight=0.2"],
+    # the production recipe with a quarter as many negatives as digits in each batch (32 per 128) instead of as many:
+    # less of each batch's capacity and time spent on the not-a-digit score, if the refusals hold
+    "outlier_exposure_quarter": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
+                                 "models.improved_cnn.outlier_exposure.ratio=0.25"],
 }
 FULL = {"seeds": [1, 2, 3], "slice": None, "overrides": []}
 SMOKE = {"seeds": [0, 1], "slice": (600, 200, 500),
@@ -197,7 +201,8 @@ def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | N
         cache_dir: Path | None = None, train: bool = True) -> Path | None:
     """Train every recipe for every seed and write `recipes.json`; returns its path. With `resume`, the runs of
     an interrupted result with the same settings are kept and only the missing (recipe, seed) pairs are trained;
-    without `train` (which implies `resume`), nothing is trained and the held runs' figures are written afresh.
+    with `recipes` (which implies `resume`), only those recipes' missing seeds are, the others' held runs kept as
+    they are; without `train` (which implies `resume`), nothing is trained and the held runs' figures are written afresh.
     Each run's test probabilities are cached in `cache_dir` (git-ignored) for the seeds' ensemble after a resume."""
     from benchmarks.common import RESULTS_DIR, ROOT
     from cnn_ocr.config import load_params
@@ -208,13 +213,17 @@ def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | N
     if smoke:  # its small negatives go to a data folder of its own, beside links to the prepared digits
         cfg = dict(cfg, overrides=[*cfg["overrides"], f"data.processed_dir={_smoke_data_dir(out_dir)}"])
     cache_dir = cache_dir or (ROOT / "outputs" / "recipe-probs" if out_dir == RESULTS_DIR else out_dir / "recipe-probs")
-    names = recipes or list(RECIPES)
+    names = list(RECIPES)
+    unknown = sorted(set(recipes or []) - set(names))
+    if unknown:
+        raise ValueError(f"unknown recipe(s) {', '.join(unknown)}; choose among {', '.join(names)}")
+    to_train = set(recipes or names) if train else set()
     settings = {"smoke": smoke, "seeds": cfg["seeds"], "slice": cfg["slice"], "overrides": cfg["overrides"],
                 "rule": "the recipe with the highest mean validation accuracy is kept"}
     overrides = {n: RECIPES[n] for n in names}
     test_y = _in_child(_test_labels, cfg["overrides"], cfg["slice"])
     done, ensembles = (_resumed(out_dir / "recipes.json", settings, overrides, names, cache_dir, mode, test_y)
-                       if resume or not train else ({}, {}))
+                       if resume or recipes or not train else ({}, {}))
     runs: dict[str, list[dict[str, Any]]] = {name: list(done.get(name, [])) for name in names}
     production = _production_recipe(cfg["overrides"], names)
     gate = load_params(overrides=cfg["overrides"]).select.min_negative_refusal
@@ -227,9 +236,9 @@ def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | N
         return write_result("recipes", mode, fig, _targets(fig), torch_device(), settings, out_dir)
 
     path = None
-    for seed in cfg["seeds"] if train else []:
+    for seed in cfg["seeds"]:
         for name in names:
-            if any(r["seed"] == seed for r in runs[name]):
+            if name not in to_train or any(r["seed"] == seed for r in runs[name]):
                 continue
             log.info("recipe benchmark: %s seed %d", name, seed)
             # no model cache; negatives when the recipe turns outlier exposure on; its not-a-digit figures

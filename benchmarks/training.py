@@ -49,15 +49,15 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def _refusal_figures(model: Any, params: Any, splits: Any) -> dict[str, float]:
+def _refusal_figures(model: Any, params: Any, splits: Any) -> tuple[dict[str, float], str]:
     """The shipped not-a-digit detector's headline figures for a trained model, scored as `ocr train` scores them
-    (`score_detectors`; the validation negatives generated when missing). The temperature only calibrates the
-    ECE, which is not among them."""
+    (`score_detectors`; the validation negatives generated when missing), and that detector's name. The
+    temperature only calibrates the ECE, which is not among them."""
     from cnn_ocr.data.negatives import ensure_negatives
     from cnn_ocr.ood.run import score_detectors
 
     result = score_detectors(model.cpu(), params, splits, 1.0, ensure_negatives(params.negatives, params.data)["val"])
-    return {k: result.metrics[f"ood_{k}"] for k in REFUSALS if f"ood_{k}" in result.metrics}
+    return {k: result.metrics[f"ood_{k}"] for k in REFUSALS if f"ood_{k}" in result.metrics}, result.detector
 
 
 def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | None,
@@ -105,7 +105,7 @@ def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | N
             "val_accuracy": val_acc,
             "test_probs": probs, "train_images": len(splits.train_y), "epoch_images": epoch_images,
             "negatives_used": 0 if oe is None else len(oe[0])} | (
-                {"refusals": refused, "refusals_detector": params.ood.detector} if refused is not None else {})
+                {"refusals": refused[0], "refusals_detector": refused[1]} if refused is not None else {})
 
 
 def _logits(model: Any, x: Any, batch: int) -> np.ndarray:

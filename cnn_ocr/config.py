@@ -172,7 +172,7 @@ class NegativesParams(Strict):
 class OodParams(Strict):
     """`ood`: not-a-digit detection, scored for every CNN run (`cnn_ocr/ood/`)."""
 
-    detector: Literal["msp", "energy", "mahalanobis"]  # the score shipped with a model
+    detector: Literal["msp", "energy", "mahalanobis", "auto"]  # the score shipped with a model (auto: per model)
     energy_temperature: float = Field(gt=0)
     max_digit_refusal: float = Field(gt=0, lt=0.5)  # the threshold refuses at most this share of validation digits
     heldout_samples: int = Field(ge=10)  # images per held-out family scored for a run

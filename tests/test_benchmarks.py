@@ -12,6 +12,7 @@ from benchmarks import __main__ as bench_cli
 from benchmarks import readme_table
 from benchmarks.common import percentile, summarize, target
 from benchmarks.training import REFUSALS
+from cnn_ocr.ood.scores import DETECTORS
 
 pytestmark = pytest.mark.slow
 TOP_KEYS = {"schema_version", "benchmark", "mode", "machine", "cpu_model", "cores", "device", "libraries", "date",
@@ -65,14 +66,14 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
     data = _load(tmp_path / "recipes.json")
     fig = data["figures"]
     assert set(fig["recipes"]) == {"previous", "ema", "outlier_exposure_full_schedule", "outlier_exposure",
-                                   "outlier_exposure_light"}
+                                   "outlier_exposure_light", "outlier_exposure_quarter"}
     for name, recipe in fig["recipes"].items():
         assert recipe["test_accuracy"]["n"] == 2 and [r["seed"] for r in recipe["runs"]] == [0, 1]
         # only the outlier-exposure recipe trains with negatives, generated into the smoke run's own data folder
         assert all((r["negatives_used"] > 0) == name.startswith("outlier_exposure") for r in recipe["runs"])
         _check_stat(recipe["val_accuracy"])
         # every run's not-a-digit figures: the shipped detector on the test digits, validation negatives, held-out families
-        assert all(set(r["refusals"]) == set(REFUSALS) and r["refusals_detector"] == "msp" for r in recipe["runs"])
+        assert all(set(r["refusals"]) == set(REFUSALS) and r["refusals_detector"] in DETECTORS for r in recipe["runs"])
         assert set(recipe["refusals_mean"]) == set(REFUSALS) and all(0 <= v <= 1 for v in recipe["refusals_mean"].values())
         assert 0 <= recipe["ensemble_test_accuracy"] <= 1
     assert fig["chosen"] == max(fig["recipes"], key=lambda name: fig["recipes"][name]["val_accuracy_mean"])
@@ -95,7 +96,7 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
     trained = [m for m in caplog.messages if re.fullmatch(r"recipe benchmark: \w+ seed \d+", m)]
     assert trained == ["recipe benchmark: previous seed 1", "recipe benchmark: ema seed 1",
                        "recipe benchmark: outlier_exposure_full_schedule seed 1", "recipe benchmark: outlier_exposure seed 1",
-                       "recipe benchmark: outlier_exposure_light seed 1"]
+                       "recipe benchmark: outlier_exposure_light seed 1", "recipe benchmark: outlier_exposure_quarter seed 1"]
     assert (tmp_path / "data" / "negatives-v1").is_dir()
     resumed = _load(tmp_path / "recipes.json")["figures"]
     for name, recipe in resumed["recipes"].items():
@@ -105,17 +106,24 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
         assert recipe["ensemble_test_accuracy"] == full["recipes"][name]["ensemble_test_accuracy"]  # cached probabilities
 
     # a recipe added since (here: absent from the result) trains all its seeds; probabilities lost (a fresh
-    # checkout): a recipe all of whose runs are resumed keeps its recorded ensemble
+    # checkout): a recipe all of whose runs are resumed keeps its recorded ensemble; with --recipes, only those
+    # recipes train (ema's missing seed does not) and the others' runs stay in the result
     caplog.clear()
     (tmp_path / "recipe-probs" / "smoke-previous-seed1.npy").unlink()
     again = _load(tmp_path / "recipes.json")
     del again["figures"]["recipes"]["outlier_exposure"], again["figures"]["recipe_overrides"]["outlier_exposure"]
+    again["figures"]["recipes"]["ema"]["runs"] = again["figures"]["recipes"]["ema"]["runs"][:1]
     (tmp_path / "recipes.json").write_text(json.dumps(again))
-    assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path), "--resume"]) == 0
+    assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path), "--recipes", "outlier_exposure"]) == 0
     trained = [m for m in caplog.messages if re.fullmatch(r"recipe benchmark: \w+ seed \d+", m)]
     assert trained == ["recipe benchmark: outlier_exposure seed 0", "recipe benchmark: outlier_exposure seed 1"]
-    kept = _load(tmp_path / "recipes.json")["figures"]["recipes"]["previous"]
-    assert kept["ensemble_test_accuracy"] == full["recipes"]["previous"]["ensemble_test_accuracy"]
+    kept = _load(tmp_path / "recipes.json")["figures"]["recipes"]
+    assert kept["previous"]["ensemble_test_accuracy"] == full["recipes"]["previous"]["ensemble_test_accuracy"]
+    assert [r["seed"] for r in kept["ema"]["runs"]] == [0] and set(kept) == set(full["recipes"])
+    restored = _load(tmp_path / "recipes.json")
+    restored["figures"]["recipes"]["ema"] = resumed["recipes"]["ema"]  # both seeds again, for what follows
+    (tmp_path / "recipes.json").write_text(json.dumps(restored))
+    assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path), "--recipes", "nope"]) == 1  # one line, no trace
 
     # nothing left to train: --resume writes the same runs' figures afresh (with this code's targets); with
     # --figures-only, a recipe stopped after one seed stays at one seed

@@ -13,6 +13,7 @@ import pytest
 from cnn_ocr import registry, select
 from cnn_ocr.config import load_params
 from cnn_ocr.ood.registration import DIGITS_REFUSED, NEGATIVES_REFUSED
+from cnn_ocr.ood.scores import DETECTORS
 from cnn_ocr.registry import CHALLENGER, PRODUCTION, REGISTERED_MODEL
 
 
@@ -99,13 +100,14 @@ def cnn_run(tracking_uri, tiny_splits, tiny_overrides):
 def test_registration_carries_the_detector_and_the_gate_blocks_a_candidate_that_misses_it(cnn_run, tmp_path):
     params, run = cnn_run
     info, created = select.register_run(run.run_id, params)
-    assert created and info.tags["ood_detector"] == params.ood.detector
+    assert params.ood.detector == "auto" and created  # the default: the detector refusing the most validation negatives
+    assert info.tags["ood_detector"] in DETECTORS
     negatives_refused, digits_refused = float(info.tags[NEGATIVES_REFUSED]), float(info.tags[DIGITS_REFUSED])
     assert 0.0 <= negatives_refused < 1.0 and digits_refused <= params.ood.max_digit_refusal  # one tiny epoch
 
     folder = registry.download_onnx(info, tmp_path / "registered")
     spec = json.loads((folder / "spec.json").read_text())
-    assert spec["ood"]["detector"] == params.ood.detector
+    assert spec["ood"]["detector"] == info.tags["ood_detector"]
     assert spec["ood"]["threshold"] == pytest.approx(float(info.tags["ood_threshold"]))
     assert [o.name for o in _onnx(folder).get_outputs()] == ["logits", "ood_score"]
 
@@ -121,3 +123,25 @@ def test_registration_carries_the_detector_and_the_gate_blocks_a_candidate_that_
     lenient = params.select.model_copy(update={"min_negative_refusal": negatives_refused})
     outcome, _ = select.select_production(params.model_copy(update={"select": lenient}))
     assert outcome.alias == PRODUCTION and outcome.version.version == info.version
+
+
+def test_auto_registers_the_detector_that_refuses_the_most_validation_negatives(cnn_run, tiny_splits):
+    from cnn_ocr.ood.graph import framework_scores
+    from cnn_ocr.ood.metrics import fit_threshold, refusal_rate
+    from cnn_ocr.ood.registration import build_detector, candidates, validation_negatives
+    from cnn_ocr.tracking.reading import load_model
+
+    params, run = cnn_run
+    model, negatives = load_model(run.run_id), validation_negatives(params)
+    refused = {}
+    for name in DETECTORS:  # each detector set explicitly, measured as the gate would at 1 % of the digits refused
+        fixed = params.model_copy(update={"ood": params.ood.model_copy(update={"detector": name})})
+        detector = build_detector(model, "base_cnn", fixed, tiny_splits)
+        assert detector.name == name
+        threshold = fit_threshold(framework_scores(model, "base_cnn", detector, tiny_splits.val_x),
+                                  params.ood.max_digit_refusal)
+        refused[name] = refusal_rate(framework_scores(model, "base_cnn", detector, negatives), threshold)
+    chosen = build_detector(model, "base_cnn", params, tiny_splits).name
+    assert params.ood.detector == "auto" and refused[chosen] == max(refused.values()), refused
+    # an ensemble cannot carry Mahalanobis, the SVM only has its probabilities
+    assert candidates("ensemble", params) == ("msp", "energy") and candidates("svm", params) == ("msp",)

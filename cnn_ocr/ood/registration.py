@@ -2,7 +2,8 @@
 
 Every family that can be registered gets one: the CNNs the shipped detector (`ood.detector`, with the energy
 temperature, or the Mahalanobis state fitted on training features), the ensemble the members' mean energy
-(or the MSP of its averaged probabilities), the SVM the MSP of its calibrated probabilities. The threshold is
+(or the MSP of its averaged probabilities), the SVM the MSP of its calibrated probabilities. Under
+`ood.detector: auto`, each model gets the one of those it can carry that refuses the most validation negatives. The threshold is
 fitted on the exported graph's scores of the validation digits (`export.export_model`, `ood.max_digit_refusal`).
 The refusal figures are measured with that graph and threshold on the validation digits and on the
 validation negatives (`negatives.version`, split `val`): the gate in `cnn_ocr.select` reads them.
@@ -19,10 +20,10 @@ import numpy as np
 from cnn_ocr.config import Params, SelectParams
 from cnn_ocr.data.versions import Splits
 from cnn_ocr.families import ENSEMBLE, names
-from cnn_ocr.ood.graph import Detector, onnx_scores
-from cnn_ocr.ood.metrics import refusal_rate
+from cnn_ocr.ood.graph import Detector, framework_scores, onnx_scores
+from cnn_ocr.ood.metrics import fit_threshold, refusal_rate
 from cnn_ocr.ood.run import TRAIN_FEATURE_SAMPLES
-from cnn_ocr.ood.scores import Mahalanobis
+from cnn_ocr.ood.scores import AUTO, DETECTORS, Mahalanobis, most_refusing
 
 log = logging.getLogger(__name__)
 
@@ -31,18 +32,17 @@ DIGITS_REFUSED = "ood_val_digits_refused"
 NEGATIVES_REFUSED = "ood_val_negatives_refused"
 
 
-def detector_name(family: str, params: Params) -> str:
-    """The detector registered with a model of `family`."""
+def candidates(family: str, params: Params) -> tuple[str, ...]:
+    """The detectors a model of `family` may be registered with: `ood.detector`, or all it can carry under `auto`."""
     if family in names("sklearn"):
-        return "msp"  # its probabilities are all it has
-    if family == ENSEMBLE and params.ood.detector == "mahalanobis":
-        return "energy"  # the members' features live in different spaces
-    return params.ood.detector
+        return ("msp",)  # its probabilities are all it has
+    allowed = ("msp", "energy") if family == ENSEMBLE else DETECTORS  # the members' features live in different spaces
+    if params.ood.detector == AUTO:
+        return allowed
+    return (params.ood.detector,) if params.ood.detector in allowed else ("energy",)
 
 
-def build_detector(model: Any, family: str, params: Params, splits: Splits) -> Detector:
-    """The detector for `model` (threshold 0.0: `export_model` fits it on the graph's validation scores)."""
-    name = detector_name(family, params)
+def _detector(name: str, model: Any, params: Params, splits: Splits) -> Detector:
     maha = None
     if name == "mahalanobis":
         from cnn_ocr.ood.report import model_outputs
@@ -52,6 +52,23 @@ def build_detector(model: Any, family: str, params: Params, splits: Splits) -> D
         take = np.sort(rng.choice(n, min(TRAIN_FEATURE_SAMPLES, n), replace=False))
         maha = Mahalanobis.fit(model_outputs(model, splits.train_x[take]).features, splits.train_y[take])
     return Detector(name, 0.0, params.ood.energy_temperature, maha)
+
+
+def build_detector(model: Any, family: str, params: Params, splits: Splits) -> Detector:
+    """The detector for `model` (threshold 0.0: `export_model` fits it on the graph's validation scores). Among
+    several candidates (`ood.detector: auto`), the one refusing the most validation negatives at the threshold
+    that refuses `ood.max_digit_refusal` of the validation digits."""
+    options = {name: _detector(name, model, params, splits) for name in candidates(family, params)}
+    if len(options) == 1:
+        return next(iter(options.values()))
+    negatives, refused = validation_negatives(params), {}
+    for name, detector in options.items():
+        threshold = fit_threshold(framework_scores(model, family, detector, splits.val_x), params.ood.max_digit_refusal)
+        refused[name] = refusal_rate(framework_scores(model, family, detector, negatives), threshold)
+    chosen = most_refusing(refused)
+    log.info("ood.detector auto: %s (validation negatives refused: %s)", chosen,
+             ", ".join(f"{k} {100 * v:.2f}%" for k, v in refused.items()))
+    return options[chosen]
 
 
 def validation_negatives(params: Params) -> np.ndarray:

@@ -17,7 +17,7 @@ from cnn_ocr.config import OodParams
 from cnn_ocr.data.heldout import Family
 from cnn_ocr.data.negatives import FAMILIES, Negatives
 from cnn_ocr.ood import metrics
-from cnn_ocr.ood.scores import DETECTORS, Mahalanobis, energy, msp
+from cnn_ocr.ood.scores import AUTO, DETECTORS, Mahalanobis, energy, most_refusing, msp
 from cnn_ocr.preprocess import to_model_input
 
 # The headline shares refused by the shipped detector (metric `ood_<name>`): what a recipe run reports
@@ -52,10 +52,12 @@ def model_outputs(model: Any, images: np.ndarray, batch_size: int = 2048) -> Out
 
 @dataclass
 class OodResult:
-    """Flat metrics (for tracking) and, per detector, the reliability bins of its accepted test digits."""
+    """Flat metrics (for tracking), per detector the reliability bins of its accepted test digits, and the
+    shipped detector (`ood.detector`, or under `auto` the one refusing the most validation negatives)."""
 
     metrics: dict[str, float] = field(default_factory=dict)
     reliability: dict[str, list[dict[str, float]]] = field(default_factory=dict)
+    detector: str = ""
 
 
 def _scorers(train: Outputs, train_y: np.ndarray, ood: OodParams) -> dict[str, Any]:
@@ -89,7 +91,8 @@ def _detector_figures(name: str, score, sets: dict[str, Outputs], neg_val: Negat
 def evaluate_detectors(model: Any, train: tuple[np.ndarray, np.ndarray], val: tuple[np.ndarray, np.ndarray],
                        test: tuple[np.ndarray, np.ndarray], neg_val: Negatives, heldout: dict[str, Family],
                        temperature: float, ood: OodParams) -> OodResult:
-    """All DETECTORS on the same data; the shipped one (`ood.detector`) also under plain `ood_*` names."""
+    """All DETECTORS on the same data; the shipped one (`ood.detector`; under `auto`, the one refusing the most
+    validation negatives) also under plain `ood_*` names."""
     sets = {"val_digits": model_outputs(model, val[0]), "test_digits": model_outputs(model, test[0]),
             "val_negatives": model_outputs(model, neg_val.x),
             **{f"heldout_{k}": model_outputs(model, v.x) for k, v in heldout.items()}}
@@ -97,7 +100,9 @@ def evaluate_detectors(model: Any, train: tuple[np.ndarray, np.ndarray], val: tu
     out = OodResult()
     for name in DETECTORS:
         _detector_figures(name, scorers[name], sets, neg_val, heldout, test[1], temperature, ood, out)
-    prefix = f"ood_{ood.detector}_"
+    out.detector = ood.detector if ood.detector != AUTO else most_refusing(
+        {name: out.metrics[f"ood_{name}_refused_val_negatives"] for name in DETECTORS})
+    prefix = f"ood_{out.detector}_"
     out.metrics.update({"ood_" + k[len(prefix):]: v for k, v in list(out.metrics.items()) if k.startswith(prefix)})
     return out
 

@@ -88,9 +88,9 @@ def log_detectors(model: Any, params: Params, splits: Splits, temperature: float
         return {}
     result = score_detectors(model, params, splits, temperature, load_negatives(version, params.data)["val"])
     log_metrics(result.metrics)
-    log_dict({"detector": params.ood.detector, "reliability": result.reliability}, "ood.json")
-    fig = reliability_figure(result.reliability[params.ood.detector],
-                             f"accepted test digits ({params.ood.detector} detector)")
+    set_tags({"ood_detector": result.detector})  # the shipped one: `ood.detector`, or auto's choice
+    log_dict({"detector": result.detector, "reliability": result.reliability}, "ood.json")
+    fig = reliability_figure(result.reliability[result.detector], f"accepted test digits ({result.detector} detector)")
     log_figure(fig, "plots/reliability.png")
     plots.close(fig)
     return result.metrics

@@ -16,6 +16,13 @@ import numpy as np
 from cnn_ocr.calibration import softmax
 
 DETECTORS = ("msp", "energy", "mahalanobis")
+AUTO = "auto"  # `ood.detector`: the detector that refuses the most validation negatives, chosen per model
+
+
+def most_refusing(refused: dict[str, float]) -> str:
+    """The detector (of `refused`: name -> share of validation negatives refused at the threshold fitted on the
+    validation digits) that refuses the most; a tie goes to the first in DETECTORS order."""
+    return max(sorted(refused, key=DETECTORS.index), key=lambda name: refused[name])
 
 
 def msp(logits: np.ndarray, temperature: float = 1.0) -> np.ndarray:
