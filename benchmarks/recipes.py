@@ -39,6 +39,10 @@ RECIPES: dict[str, list[str]] = {
     # less of each batch's capacity and time spent on the not-a-digit score, if the refusals hold
     "outlier_exposure_quarter": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
                                  "models.improved_cnn.outlier_exposure.ratio=0.25"],
+    # the production recipe with negatives only from epoch 11 of 20: the digits learned first, as without negatives,
+    # the not-a-digit score fitted while the one-cycle schedule anneals (outlier exposure as fine-tuning)
+    "outlier_exposure_late": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
+                              "models.improved_cnn.outlier_exposure.start_epoch=11"],
 }
 FULL = {"seeds": [1, 2, 3], "slice": None, "overrides": []}
 SMOKE = {"seeds": [0, 1], "slice": (600, 200, 500),

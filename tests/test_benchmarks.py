@@ -66,7 +66,7 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
     data = _load(tmp_path / "recipes.json")
     fig = data["figures"]
     assert set(fig["recipes"]) == {"previous", "ema", "outlier_exposure_full_schedule", "outlier_exposure",
-                                   "outlier_exposure_light", "outlier_exposure_quarter"}
+                                   "outlier_exposure_light", "outlier_exposure_quarter", "outlier_exposure_late"}
     for name, recipe in fig["recipes"].items():
         assert recipe["test_accuracy"]["n"] == 2 and [r["seed"] for r in recipe["runs"]] == [0, 1]
         # only the outlier-exposure recipe trains with negatives, generated into the smoke run's own data folder
@@ -96,7 +96,8 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
     trained = [m for m in caplog.messages if re.fullmatch(r"recipe benchmark: \w+ seed \d+", m)]
     assert trained == ["recipe benchmark: previous seed 1", "recipe benchmark: ema seed 1",
                        "recipe benchmark: outlier_exposure_full_schedule seed 1", "recipe benchmark: outlier_exposure seed 1",
-                       "recipe benchmark: outlier_exposure_light seed 1", "recipe benchmark: outlier_exposure_quarter seed 1"]
+                       "recipe benchmark: outlier_exposure_light seed 1", "recipe benchmark: outlier_exposure_quarter seed 1",
+                       "recipe benchmark: outlier_exposure_late seed 1"]
     assert (tmp_path / "data" / "negatives-v1").is_dir()
     resumed = _load(tmp_path / "recipes.json")["figures"]
     for name, recipe in resumed["recipes"].items():

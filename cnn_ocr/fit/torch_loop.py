@@ -240,7 +240,7 @@ def fit(
     best weights. `on_epoch(epoch, metrics)` runs after every epoch (1-based) and may raise to abort.
     `on_checkpoint(state)` receives the complete training state after every epoch; `resume=state` continues
     from it, to the same result as an uninterrupted run (same device). `negatives` (normalized inputs on
-    the same device) are used when `p.outlier_exposure.enabled`: each batch adds `ratio` random negatives per digit,
+    the same device) are used when `p.outlier_exposure.enabled`: each batch (from epoch `start_epoch`) adds `ratio` random negatives per digit,
     whose softmax is pushed towards uniform with weight `p.outlier_exposure.weight`. With `p.ema_decay` set,
     an exponential moving average of the weights is validated, early-stopped on and returned.
     """
@@ -261,7 +261,7 @@ def fit(
         if on_step is not None:
             report = lambda done, ls, seen, e=epoch: on_step(e, done, steps, ls.item() / seen)  # noqa: E731
         tr_loss, tr_acc = _train_epoch(model, opt, sched, _epoch_batches(n, p, gen, device), train, p, gen, report,
-                                        negatives, average)
+                                        negatives if epoch >= p.outlier_exposure.start_epoch else None, average)
         with _judged(model, average):  # validation (and the callbacks) see the weights that would be kept
             va_loss, va_acc = evaluate_loss_acc(model, *val, eval_batch_size)
             row = {"epoch": epoch, "train_loss": tr_loss, "train_accuracy": tr_acc, "val_loss": va_loss,
