@@ -240,8 +240,9 @@ def fit(
     best weights. `on_epoch(epoch, metrics)` runs after every epoch (1-based) and may raise to abort.
     `on_checkpoint(state)` receives the complete training state after every epoch; `resume=state` continues
     from it, to the same result as an uninterrupted run (same device). `negatives` (normalized inputs on
-    the same device) are used when `p.outlier_exposure.enabled`: each batch (from epoch `start_epoch`) adds `ratio` random negatives per digit,
-    whose softmax is pushed towards uniform with weight `p.outlier_exposure.weight`. With `p.ema_decay` set,
+    the same device) are used when `p.outlier_exposure.enabled`: each batch (from epoch `start_epoch`) adds
+    `ratio` random negatives per digit, whose softmax is pushed towards uniform with weight
+    `p.outlier_exposure.weight`. With `p.ema_decay` set,
     an exponential moving average of the weights is validated, early-stopped on and returned.
     """
     device = train[0].device.type
