@@ -43,8 +43,8 @@ class OutlierExposureParams(Strict):
     enabled: bool
     weight: float = Field(ge=0, le=10)  # lambda: weight of the negatives' cross-entropy to the uniform distribution
     version: str = Field(pattern=r"^negatives-v\d+$")  # the negatives data version trained on
-    ratio: float = Field(default=1.0, gt=0, le=4)  # negatives per digit in each batch (at least one)
-    start_epoch: int = Field(default=1, ge=1)  # the first epoch (1-based) whose batches carry negatives
+    ratio: float = Field(gt=0, le=4)  # negatives per digit in each batch (at least one)
+    start_epoch: int = Field(ge=1)  # the first epoch (1-based) whose batches carry negatives
 
 
 class TorchTrainParams(Strict):

@@ -124,6 +124,7 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
     restored = _load(tmp_path / "recipes.json")
     restored["figures"]["recipes"]["ema"] = resumed["recipes"]["ema"]  # both seeds again, for what follows
     (tmp_path / "recipes.json").write_text(json.dumps(restored))
+    assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path), "--figures-only"]) == 0  # their targets
     assert bench_cli.main(["recipes", "--smoke", "--out", str(tmp_path), "--recipes", "nope"]) == 1  # one line, no trace
 
     # nothing left to train: --resume writes the same runs' figures afresh (with this code's targets); with
