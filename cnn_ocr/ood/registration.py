@@ -3,8 +3,8 @@
 Every family that can be registered gets one: the CNNs the shipped detector (`ood.detector`, with the energy
 temperature, or the Mahalanobis state fitted on training features), the ensemble the members' mean energy
 (or the MSP of its averaged probabilities), the SVM the MSP of its calibrated probabilities. Under
-`ood.detector: auto`, each model gets the one of those it can carry that refuses the most validation negatives. The threshold is
-fitted on the exported graph's scores of the validation digits (`export.export_model`, `ood.max_digit_refusal`).
+`ood.detector: auto`, each model gets the one of those it can carry that refuses the most validation negatives.
+The threshold is fitted on the exported graph's scores of the validation digits (`export.export_model`, `ood.max_digit_refusal`).
 The refusal figures are measured with that graph and threshold on the validation digits and on the
 validation negatives (`negatives.version`, split `val`): the gate in `cnn_ocr.select` reads them.
 """
