@@ -110,6 +110,15 @@ def small_cnn(mnist_splits, params):
     return model.eval()
 
 
+@pytest.mark.model
+def test_training_leaves_the_default_layout_and_global_settings_behind(small_cnn):
+    # Training holds the weights channels-last and relaxes deterministic mode's NaN fill; neither may leak out.
+    conv = [m for m in small_cnn.modules() if isinstance(m, torch.nn.Conv2d)][-1]  # the first has one input channel
+    assert conv.weight.is_contiguous() and not conv.weight.is_contiguous(memory_format=torch.channels_last)
+    assert not torch.are_deterministic_algorithms_enabled()
+    assert torch.utils.deterministic.fill_uninitialized_memory
+
+
 def _shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """Move each image dy rows down and dx columns right, filling with black."""
     out = np.zeros_like(images)
