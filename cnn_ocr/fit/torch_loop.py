@@ -3,7 +3,7 @@
 Written for speed on a small CPU as well as a GPU: the whole split lives in memory as one tensor, batches
 are shuffled index slices (no per-sample Dataset), augmentation is one batched affine resample, loss /
 accuracy are accumulated on the device and read back once per epoch (no per-step host syncs), and the
-weights are held channels-last while training (oneDNN's and cuDNN's faster layout for these convolutions;
+weights are held channels-last while training (oneDNN's faster layout for these convolutions on CPU;
 the model is handed back in the default layout, so checkpoints and exports do not depend on it).
 """
 
@@ -58,7 +58,7 @@ def seeded(seed: int, device: str) -> Iterator[None]:
     torch.manual_seed(seed)
     if device == "cpu":
         torch.use_deterministic_algorithms(True)
-        deterministic.fill_uninitialized_memory = False  # a debugging aid (NaN-filled buffers), not needed for determinism
+        deterministic.fill_uninitialized_memory = False
     else:
         torch.backends.cudnn.benchmark = True
     try:
