@@ -43,6 +43,13 @@ RECIPES: dict[str, list[str]] = {
     # the not-a-digit score fitted while the one-cycle schedule anneals (outlier exposure as fine-tuning)
     "outlier_exposure_late": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
                               "models.improved_cnn.outlier_exposure.start_epoch=11"],
+    # the production recipe with the training forward pass under bf16 autocast (weights, optimizer and evaluation in
+    # fp32): an epoch took half the time on a CPU with AMX, if the accuracy and the refusals hold
+    "outlier_exposure_bf16": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
+                              "models.improved_cnn.precision=bf16"],
+    # the same with only the convolutional features under bf16 autocast, the dense head (logits) in fp32
+    "outlier_exposure_bf16_features": ["models.improved_cnn.ema_decay=null", f"{OE}=true",
+                                       "models.improved_cnn.patience=null", "models.improved_cnn.precision=bf16_features"],
 }
 FULL = {"seeds": [1, 2, 3], "slice": None, "overrides": []}
 SMOKE = {"seeds": [0, 1], "slice": (600, 200, 500),

@@ -63,6 +63,8 @@ class TorchTrainParams(Strict):
     max_train_samples: int | None = Field(ge=10)  # stratification-free cap for quick runs
     outlier_exposure: OutlierExposureParams
     ema_decay: float | None = Field(gt=0, lt=1)  # exponential moving average of the weights; null = off
+    precision: Literal["fp32", "bf16", "bf16_features", "auto"]  # the training forward pass (weights, updates,
+    # evaluation stay fp32); bf16_features: the convolutions only; auto: bf16_features on a CPU with AMX, else fp32
 
 
 class BaseCnnParams(TorchTrainParams):

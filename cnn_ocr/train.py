@@ -78,6 +78,10 @@ def _log_inputs(params: Params, family: str, splits: Splits, device: str) -> Non
     flat.update({"family": family, "seed": params.seed, "device": params.device, "device_used": device,
                  "dataset": splits.version.dataset, "data_version_used": splits.name,
                  "train_samples": len(splits.train_y)})
+    if "precision" in flat:  # what `auto` came to on this machine
+        from cnn_ocr.fit.torch_loop import resolve_precision
+
+        flat["precision_used"] = resolve_precision(flat["precision"], device)
     log_params(flat)
     log_dict({"family": family, "params": params.model_dump(mode="json")}, "params.json")
     name = f"{splits.version.dataset}-{splits.name}"

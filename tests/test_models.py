@@ -119,6 +119,35 @@ def test_training_leaves_the_default_layout_and_global_settings_behind(small_cnn
     assert torch.utils.deterministic.fill_uninitialized_memory
 
 
+@pytest.mark.model
+@pytest.mark.parametrize("precision", ["bf16", "bf16_features"])
+def test_bf16_training_runs_in_bf16_keeps_fp32_weights_and_repeats(mnist_splits, params, precision):
+    fp = params.models.base_cnn.model_copy(update={"epochs": 1, "batch_size": 64, "precision": precision})
+    data = (torch.from_numpy(to_model_input(mnist_splits.train_x[:2000])), torch.from_numpy(mnist_splits.train_y[:2000]))
+    val = (torch.from_numpy(to_model_input(mnist_splits.val_x[:500])), torch.from_numpy(mnist_splits.val_y[:500]))
+
+    def trained(p, model=None):
+        with torch_loop.seeded(0, "cpu"):
+            model = model or build("base_cnn", p)
+            result = torch_loop.fit(model, data, val, p, seed=0)
+        return model.state_dict(), result.history[-1]["val_accuracy"]
+
+    (first, acc), (again, _), (full, acc_fp32) = trained(fp), trained(fp), trained(fp.model_copy(update={"precision": "fp32"}))
+    assert all(v.dtype in (torch.float32, torch.int64) for v in first.values())
+    assert all(torch.equal(first[k], again[k]) for k in first)  # the same seed gives the same weights
+    assert not all(torch.equal(first[k], full[k]) for k in first)  # the forward pass did run in bf16
+    assert acc > 0.85 and abs(acc - acc_fp32) < 0.03, (acc, acc_fp32)
+    if precision == "bf16_features":  # it needs the features / classifier split of the project's CNNs
+        with pytest.raises(ValueError, match="bf16_features needs a model with `features` and `classifier`"):
+            trained(fp, torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)))
+
+
+def test_auto_precision_is_bf16_features_only_on_a_cpu_with_amx():
+    assert [torch_loop.resolve_precision(r, "cuda") for r in ("auto", "bf16", "fp32")] == ["fp32", "bf16", "fp32"]
+    amx = torch.cpu._is_amx_tile_supported()
+    assert torch_loop.resolve_precision("auto", "cpu") == ("bf16_features" if amx else "fp32")
+
+
 def _shift(images: np.ndarray, dy: int, dx: int) -> np.ndarray:
     """Move each image dy rows down and dx columns right, filling with black."""
     out = np.zeros_like(images)

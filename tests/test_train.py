@@ -15,6 +15,7 @@ from typer.testing import CliRunner
 from cnn_ocr.calibration import softmax
 from cnn_ocr.config import load_params
 from cnn_ocr.evaluate import class_scores
+from cnn_ocr.fit.torch_loop import resolve_precision
 from cnn_ocr.preprocess import to_model_input
 from cnn_ocr.tracking.reading import load_model
 from cnn_ocr.tracking.store import FAMILY_EXPERIMENTS
@@ -60,6 +61,8 @@ def test_smoke_run_logs_everything(family, quick_params, tiny_splits, tracking_u
     assert family in tags["mlflow.note.content"] and "best_epoch" in tags
     assert params["seed"] == str(quick_params.seed) and params["device"] == "cpu"
     assert params["data_version_used"] == "v2.0" and params["train_samples"] == "600"
+    if family != "svm":  # the training precision asked for and what it came to on this machine
+        assert params["precision_used"] == resolve_precision(params["precision"], "cpu") != "auto"
     assert CONTRACT_METRICS <= set(metrics)
     for key in ("test_accuracy", "train_accuracy", "val_accuracy"):
         assert 0.0 <= metrics[key] <= 1.0 and metrics[key] == pytest.approx(result.metrics[key])
