@@ -50,6 +50,14 @@ RECIPES: dict[str, list[str]] = {
     # the same with only the convolutional features under bf16 autocast, the dense head (logits) in fp32
     "outlier_exposure_bf16_features": ["models.improved_cnn.ema_decay=null", f"{OE}=true",
                                        "models.improved_cnn.patience=null", "models.improved_cnn.precision=bf16_features"],
+    # outlier exposure as a second phase: the whole schedule on digits alone (as `previous`, without its early stop),
+    # then 4 epochs re-fitting only the dense head on digits and negatives, the conv features frozen: half the
+    # training time of the production recipe, if the accuracy and the refusals hold
+    "outlier_exposure_head": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
+                              "models.improved_cnn.outlier_exposure.mode=head",
+                              "models.improved_cnn.outlier_exposure.head_epochs=4",
+                              "models.improved_cnn.outlier_exposure.head_lr=0.003",
+                              "models.improved_cnn.outlier_exposure.head_convs=0"],
 }
 FULL = {"seeds": [1, 2, 3], "slice": None, "overrides": []}
 SMOKE = {"seeds": [0, 1], "slice": (600, 200, 500),

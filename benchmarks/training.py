@@ -101,7 +101,8 @@ def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | N
         torch.save(model.cpu().state_dict(), cache / f"{family}-seed{seed}.pt")
     probs = softmax(final_logits)
     return {"per_epoch": per_epoch, "train_time_s": fit.train_time_s, "epochs_run": fit.epochs_run,
-            "best_epoch": fit.best_epoch, "test_accuracy": float(np.mean(probs.argmax(1) == splits.test_y)),
+            "head_epochs": fit.head_epochs, "best_epoch": fit.best_epoch,
+            "test_accuracy": float(np.mean(probs.argmax(1) == splits.test_y)),
             "val_accuracy": val_acc,
             "test_probs": probs, "train_images": len(splits.train_y), "epoch_images": epoch_images,
             "negatives_used": 0 if oe is None else len(oe[0])} | (

@@ -44,7 +44,14 @@ class OutlierExposureParams(Strict):
     weight: float = Field(ge=0, le=10)  # lambda: weight of the negatives' cross-entropy to the uniform distribution
     version: str = Field(pattern=r"^negatives-v\d+$")  # the negatives data version trained on
     ratio: float = Field(gt=0, le=4)  # negatives per digit in each batch (at least one)
-    start_epoch: int = Field(ge=1)  # the first epoch (1-based) whose batches carry negatives
+    start_epoch: int = Field(ge=1)  # the first epoch (1-based) whose batches carry negatives (mode joint)
+    # joint: negatives in the batches of the schedule itself; head: the schedule on digits alone, then `head_epochs`
+    # epochs that re-fit the dense head (`classifier`) and the last `head_convs` conv layers on digits and negatives,
+    # the layers before them frozen
+    mode: Literal["joint", "head"]
+    head_epochs: int = Field(ge=1, le=50)
+    head_lr: float = Field(gt=0, le=1)  # the peak of the head's own one-cycle schedule (Adam)
+    head_convs: int = Field(ge=0, le=16)  # conv layers at the end of `features` re-fitted with the head
 
 
 class TorchTrainParams(Strict):

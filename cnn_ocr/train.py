@@ -181,6 +181,7 @@ def final_metrics(model: Any, family: str, params: Params, splits: Splits, devic
         "training_time_s": fit.train_time_s,
         "best_epoch": fit.best_epoch,
         "epochs_run": fit.epochs_run,
+        "head_epochs": fit.head_epochs,  # of epochs_run, outlier exposure's head phase (mode head)
     }
     m["overfit_gap"] = 100.0 * (m["train_accuracy"] - m["test_accuracy"])
     if is_torch(family):

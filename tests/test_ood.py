@@ -189,6 +189,58 @@ def test_negatives_go_through_the_digits_resampling(project_params, tiny_splits,
     assert resampled == [augment] * 2
 
 
+@pytest.mark.parametrize("head_convs", [0, 1])
+def test_head_mode_refits_only_the_head_on_frozen_features(project_params, tiny_splits, oe_model, head_convs):
+    """`mode: head`: the schedule trains on digits alone (the same weights as without outlier exposure), then only
+    the dense head and the last `head_convs` conv layers are re-fitted with negatives: the layers before them stay
+    exactly as they were, the rest moves, and the validation negatives are refused far more often at the same
+    digit refusal."""
+    import torch
+
+    from cnn_ocr import families
+    from cnn_ocr.fit import torch_loop
+    from cnn_ocr.ood.report import model_outputs
+
+    base = project_params.models.base_cnn
+    head_oe = base.outlier_exposure.model_copy(update={"enabled": True, "mode": "head", "head_epochs": 3,
+                                                       "head_lr": 0.003, "head_convs": head_convs})
+
+    def t(x):
+        return torch.from_numpy(to_model_input(x))
+
+    negs = oe_model[1]  # the drawings the joint model trained on
+    train = (t(tiny_splits.train_x), torch.from_numpy(tiny_splits.train_y))
+    val = (t(tiny_splits.val_x), torch.from_numpy(tiny_splits.val_y))
+
+    def trained(oe, model=None):
+        fp = base.model_copy(update={"epochs": 6, "max_train_samples": None, "batch_size": 64, "outlier_exposure": oe})
+        with torch_loop.seeded(0, "cpu"):
+            model = model or families.get("base_cnn").build(fp)
+            result = torch_loop.fit(model, train, val, fp, seed=0, negatives=t(negs["train"].x))
+        return model.eval(), result
+
+    plain, plain_fit = trained(head_oe.model_copy(update={"enabled": False}))
+    head, head_fit = trained(head_oe)
+    before, after = plain.state_dict(), head.state_dict()
+    moved = [k for k in before if not torch.equal(before[k], after[k])]
+    # base CNN features: conv (0), relu, pool, conv (3), relu, pool
+    assert {k.rsplit(".", 1)[0] for k in moved} == {"features.3", "classifier.1", "classifier.4"} - (
+        {"features.3"} if head_convs == 0 else set())
+    assert all(q.requires_grad for q in head.parameters())  # the freeze is undone
+    assert (head_fit.epochs_run, head_fit.head_epochs, len(head_fit.history)) == (9, 3, 9)
+    assert [r["epoch"] for r in head_fit.history] == list(range(1, 10)) and plain_fit.epochs_run == 6
+
+    def refused(model):
+        threshold = metrics.fit_threshold(msp(model_outputs(model, tiny_splits.val_x).logits), 0.05)
+        return metrics.refusal_rate(msp(model_outputs(model, negs["val"].x).logits), threshold)
+
+    assert refused(head) >= refused(plain) + 0.2, (refused(head), refused(plain))
+    with pytest.raises(ValueError, match="head_convs is 3 but the model has 2 conv layers"):
+        trained(head_oe.model_copy(update={"head_convs": 3}))
+    with pytest.raises(ValueError, match="mode head needs a model with `features` and `classifier`"):
+        trained(head_oe, torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)))
+
+
 def test_outlier_exposure_refuses_letters_and_scribbles_but_not_digits(oe_model, tiny_splits, project_params):
     """Fresh drawings (a seed training never used) at the threshold fitted on validation digits. A model trained
     on 600 digits reliably reaches these levels (measured: letters ~0.6, scribbles ~0.75, digits ~0.07)."""

@@ -17,7 +17,7 @@ console = Console(soft_wrap=True)
 err_console = Console(stderr=True)
 
 ParamsOpt = Annotated[Path, typer.Option("--params", help="Params file to read.")]
-INT_METRICS = {"best_epoch", "epochs_run", "n_parameters", "model_size_bytes"}
+INT_METRICS = {"best_epoch", "epochs_run", "head_epochs", "n_parameters", "model_size_bytes"}
 
 SetOpt = Annotated[
     list[str] | None,

@@ -23,4 +23,5 @@ class FitResult:
     epochs_run: int = 0
     stopped_early: bool = False
     restored_best: bool = False
+    head_epochs: int = 0  # of `epochs_run`, those of outlier exposure's head phase (`outlier_exposure.mode: head`)
     train_time_s: float = 0.0

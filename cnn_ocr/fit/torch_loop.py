@@ -155,8 +155,11 @@ def _train_epoch(
     report: Callable[[int, torch.Tensor, int], None] | None,
     negatives: torch.Tensor | None = None,
     average: WeightAverage | None = None,
+    frozen: nn.Module | None = None,
 ) -> tuple[float, float]:
     model.train()
+    if frozen is not None:  # a part not being trained runs as at inference (batch norm's statistics, no dropout)
+        frozen.eval()
     x_all, y_all = data
     loss_sum = torch.zeros((), device=x_all.device)
     correct = torch.zeros((), device=x_all.device, dtype=torch.long)
@@ -251,6 +254,50 @@ def _judged(model: nn.Module, average: WeightAverage | None) -> contextlib.Abstr
     return average.swapped_in(model) if average is not None else contextlib.nullcontext()
 
 
+def _epoch_row(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], eval_batch_size: int, epoch: int,
+               tr_loss: float, tr_acc: float, opt: torch.optim.Optimizer, t0: float) -> dict[str, float]:
+    """An epoch's history row: its training figures, the model's validation loss and accuracy, the learning rate."""
+    va_loss, va_acc = evaluate_loss_acc(model, *val, eval_batch_size)
+    return {"epoch": epoch, "train_loss": tr_loss, "train_accuracy": tr_acc, "val_loss": va_loss, "val_accuracy": va_acc,
+            "lr": opt.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - t0}
+
+
+def _fit_head(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
+              p: TorchTrainParams, gen: torch.Generator, negatives: torch.Tensor, eval_batch_size: int,
+              result: FitResult, on_epoch: EpochCallback | None) -> None:
+    """Outlier exposure as a second phase (`mode: head`): the trained features up to the last `head_convs` conv
+    layers frozen (no gradients, inference mode), the rest and the dense head re-fitted for `head_epochs` on digits
+    and negatives with their own Adam and one-cycle schedule peaking at `head_lr`. Its epochs follow the
+    schedule's in the history (numbered on from it); the frozen layers stay as the digits alone made them."""
+    oe = p.outlier_exposure
+    convs = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
+    if oe.head_convs > len(convs):
+        raise ValueError(f"outlier_exposure.head_convs is {oe.head_convs} but the model has {len(convs)} conv layers")
+    cut = convs[-oe.head_convs] if oe.head_convs else len(model.features)
+    frozen_part, trained = model.features[:cut], nn.ModuleList([model.features[cut:], model.classifier])
+    head_p = p.model_copy(update={"lr": oe.head_lr, "epochs": oe.head_epochs, "weight_decay": 0.0})
+    n = len(train[0])
+    steps = math.ceil(min(p.epoch_samples or n, n) / p.batch_size)
+    opt, sched = _make_optimizer(trained, head_p, steps)
+    frozen = [q for q in frozen_part.parameters() if q.requires_grad]
+    for q in frozen:
+        q.requires_grad_(False)
+    try:
+        for k in range(1, oe.head_epochs + 1):
+            t0, epoch = time.perf_counter(), result.epochs_run + 1
+            tr_loss, tr_acc = _train_epoch(model, opt, sched, _epoch_batches(n, p, gen, train[0].device.type), train,
+                                            p, gen, None, negatives, None, frozen=frozen_part)
+            row = _epoch_row(model, val, eval_batch_size, epoch, tr_loss, tr_acc, opt, t0)
+            result.history.append(row)
+            result.epochs_run, result.head_epochs = epoch, k
+            if on_epoch is not None:
+                on_epoch(epoch, dict(row))
+            log.debug("head epoch %d/%d %s", k, oe.head_epochs, {k2: round(v, 4) for k2, v in row.items()})
+    finally:
+        for q in frozen:
+            q.requires_grad_(True)
+
+
 def fit(
     model: nn.Module,
     train: tuple[torch.Tensor, torch.Tensor],
@@ -273,13 +320,19 @@ def fit(
     from it, to the same result as an uninterrupted run (same device). `negatives` (normalized inputs on
     the same device) are used when `p.outlier_exposure.enabled`: each batch (from epoch `start_epoch`) adds
     `ratio` random negatives per digit, whose softmax is pushed towards uniform with weight
-    `p.outlier_exposure.weight`. With `p.ema_decay` set,
+    `p.outlier_exposure.weight`; with `mode: head` the schedule trains on digits alone and `_fit_head` then
+    re-fits the dense head on both (after any restore of the best or averaged weights). With `p.ema_decay` set,
     an exponential moving average of the weights is validated, early-stopped on and returned.
     """
     device = train[0].device.type
     p = p.model_copy(update={"precision": resolve_precision(p.precision, device)})
-    if p.precision == "bf16_features" and not all(hasattr(model, a) for a in ("features", "classifier")):
+    oe = p.outlier_exposure
+    head_mode = oe.enabled and oe.mode == "head" and negatives is not None
+    two_parts = all(hasattr(model, a) for a in ("features", "classifier"))
+    if p.precision == "bf16_features" and not two_parts:
         raise ValueError("precision bf16_features needs a model with `features` and `classifier` parts; use bf16 or fp32")
+    if head_mode and not two_parts:
+        raise ValueError("outlier_exposure.mode head needs a model with `features` and `classifier` parts; use joint")
     model.to(memory_format=torch.channels_last)
     gen = torch.Generator(device=device).manual_seed(seed)
     n = len(train[0])
@@ -296,15 +349,14 @@ def fit(
         report = None
         if on_step is not None:
             report = lambda done, ls, seen, e=epoch: on_step(e, done, steps, ls.item() / seen)  # noqa: E731
+        joint = not head_mode and epoch >= oe.start_epoch
         tr_loss, tr_acc = _train_epoch(model, opt, sched, _epoch_batches(n, p, gen, device), train, p, gen, report,
-                                        negatives if epoch >= p.outlier_exposure.start_epoch else None, average)
+                                        negatives if joint else None, average)
         with _judged(model, average):  # validation (and the callbacks) see the weights that would be kept
-            va_loss, va_acc = evaluate_loss_acc(model, *val, eval_batch_size)
-            row = {"epoch": epoch, "train_loss": tr_loss, "train_accuracy": tr_acc, "val_loss": va_loss,
-                   "val_accuracy": va_acc, "lr": opt.param_groups[0]["lr"], "epoch_time_s": time.perf_counter() - t0}
+            row = _epoch_row(model, val, eval_batch_size, epoch, tr_loss, tr_acc, opt, t0)
             result.history.append(row)
             result.epochs_run = epoch
-            stop = keeper.update(model, epoch, va_loss)
+            stop = keeper.update(model, epoch, row["val_loss"])
             if on_epoch is not None:
                 on_epoch(epoch, dict(row))
         log.debug("epoch %d/%d %s", epoch, p.epochs, {k: round(v, 4) for k, v in row.items()})
@@ -320,6 +372,8 @@ def fit(
         result.restored_best = True
     elif average is not None:
         model.load_state_dict(average.shadow)
+    if head_mode:
+        _fit_head(model, train, val, p, gen, negatives, eval_batch_size, result, on_epoch)
     model.to(memory_format=torch.contiguous_format)
     result.train_time_s = time.perf_counter() - t_start
     return result
