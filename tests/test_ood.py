@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import copy
 import os
 
 import numpy as np
@@ -212,15 +213,22 @@ def test_head_mode_refits_only_the_head_on_frozen_features(project_params, tiny_
     train = (t(tiny_splits.train_x), torch.from_numpy(tiny_splits.train_y))
     val = (t(tiny_splits.val_x), torch.from_numpy(tiny_splits.val_y))
 
-    def trained(oe, model=None):
+    def trained(oe, model=None, **kw):
         fp = base.model_copy(update={"epochs": 6, "max_train_samples": None, "batch_size": 64, "outlier_exposure": oe})
         with torch_loop.seeded(0, "cpu"):
             model = model or families.get("base_cnn").build(fp)
-            result = torch_loop.fit(model, train, val, fp, seed=0, negatives=t(negs["train"].x))
+            result = torch_loop.fit(model, train, val, fp, seed=0, negatives=t(negs["train"].x), **kw)
         return model.eval(), result
 
     plain, plain_fit = trained(head_oe.model_copy(update={"enabled": False}))
-    head, head_fit = trained(head_oe)
+    states: list[dict] = []
+    head, head_fit = trained(head_oe, on_checkpoint=lambda s: states.append(copy.deepcopy(s)))
+    assert [s["epoch"] for s in states] == [1, 2, 3, 4, 5, 6]  # checkpoints of the schedule's epochs
+    for state in (states[2], states[-1]):  # interrupted in the schedule, or in the head phase: the same weights
+        again, again_fit = trained(head_oe, resume=state)
+        assert all(torch.equal(v, head.state_dict()[k]) for k, v in again.state_dict().items())
+        assert again_fit.history == [dict(r, epoch_time_s=a["epoch_time_s"]) for r, a in
+                                     zip(head_fit.history, again_fit.history, strict=True)]
     before, after = plain.state_dict(), head.state_dict()
     moved = [k for k in before if not torch.equal(before[k], after[k])]
     # base CNN features: conv (0), relu, pool, conv (3), relu, pool
