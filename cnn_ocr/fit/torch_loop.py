@@ -263,11 +263,12 @@ def _epoch_row(model: nn.Module, val: tuple[torch.Tensor, torch.Tensor], eval_ba
 
 
 def _fit_head(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: tuple[torch.Tensor, torch.Tensor],
-              p: TorchTrainParams, gen: torch.Generator, negatives: torch.Tensor, eval_batch_size: int,
+              p: TorchTrainParams, gen: torch.Generator, negatives: torch.Tensor, steps: int, eval_batch_size: int,
               result: FitResult, on_epoch: EpochCallback | None) -> None:
     """Outlier exposure as a second phase (`mode: head`): the trained features up to the last `head_convs` conv
     layers frozen (no gradients, inference mode), the rest and the dense head re-fitted for `head_epochs` on digits
-    and negatives with their own Adam and one-cycle schedule peaking at `head_lr`. Its epochs follow the
+    and negatives with their own Adam (no weight decay) and one-cycle schedule peaking at `head_lr`, over epochs of
+    `steps` batches like the schedule's. Its epochs follow the
     schedule's in the history (numbered on from it); the frozen layers stay as the digits alone made them."""
     oe = p.outlier_exposure
     convs = [i for i, m in enumerate(model.features) if isinstance(m, nn.Conv2d)]
@@ -276,8 +277,6 @@ def _fit_head(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: t
     cut = convs[-oe.head_convs] if oe.head_convs else len(model.features)
     frozen_part, trained = model.features[:cut], nn.ModuleList([model.features[cut:], model.classifier])
     head_p = p.model_copy(update={"lr": oe.head_lr, "epochs": oe.head_epochs, "weight_decay": 0.0})
-    n = len(train[0])
-    steps = math.ceil(min(p.epoch_samples or n, n) / p.batch_size)
     opt, sched = _make_optimizer(trained, head_p, steps)
     frozen = [q for q in frozen_part.parameters() if q.requires_grad]
     for q in frozen:
@@ -285,14 +284,15 @@ def _fit_head(model: nn.Module, train: tuple[torch.Tensor, torch.Tensor], val: t
     try:
         for k in range(1, oe.head_epochs + 1):
             t0, epoch = time.perf_counter(), result.epochs_run + 1
-            tr_loss, tr_acc = _train_epoch(model, opt, sched, _epoch_batches(n, p, gen, train[0].device.type), train,
-                                            p, gen, None, negatives, None, frozen=frozen_part)
+            batches = _epoch_batches(len(train[0]), p, gen, train[0].device.type)
+            tr_loss, tr_acc = _train_epoch(model, opt, sched, batches, train, p, gen, None, negatives, None,
+                                            frozen=frozen_part)
             row = _epoch_row(model, val, eval_batch_size, epoch, tr_loss, tr_acc, opt, t0)
             result.history.append(row)
             result.epochs_run, result.head_epochs = epoch, k
             if on_epoch is not None:
                 on_epoch(epoch, dict(row))
-            log.debug("head epoch %d/%d %s", k, oe.head_epochs, {k2: round(v, 4) for k2, v in row.items()})
+            log.debug("head epoch %d/%d %s", k, oe.head_epochs, {key: round(v, 4) for key, v in row.items()})
     finally:
         for q in frozen:
             q.requires_grad_(True)
@@ -373,7 +373,7 @@ def fit(
     elif average is not None:
         model.load_state_dict(average.shadow)
     if head_mode:
-        _fit_head(model, train, val, p, gen, negatives, eval_batch_size, result, on_epoch)
+        _fit_head(model, train, val, p, gen, negatives, steps, eval_batch_size, result, on_epoch)
     model.to(memory_format=torch.contiguous_format)
     result.train_time_s = time.perf_counter() - t_start
     return result
