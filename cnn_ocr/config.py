@@ -117,6 +117,7 @@ class TuneParams(Strict):
     reduction_factor: int = Field(ge=2)  # Hyperband keeps 1/reduction_factor of trials at each rung
     enqueue_defaults: bool  # trial 0 of a study runs the family's configured params
     final: bool  # after tuning, train the best params once on the family's full settings
+    min_trial_gain: float = Field(ge=0, le=100)  # points of validation accuracy the best trial must beat trial 0 by
     best_params_file: Path
     fixed: dict[FamilyName, dict[str, Any]]  # settings of every trial (not of the final training)
     final_fixed: dict[FamilyName, dict[str, Any]]  # settings of the final training only (e.g. fewer epochs)

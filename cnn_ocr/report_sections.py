@@ -181,6 +181,10 @@ def _tuning(doc: Doc, runs: list[RunRecord], baseline: RunRecord | None, dataset
         doc.add(f"- **Versus the defaults (validation)**: outcome `{doc.v('raw', ('tag', parent, 'tune.outcome'))}`; "
                 f"default run validation accuracy {doc.metric(parent, 'default_val_accuracy', 'pct')}, gain of the "
                 f"tuned params {doc.metric(parent, 'val_gain_pp', 'pts')} points (the test set takes no part)")
+    if "trial_gain_pp" in parent.metrics:
+        doc.add(f"- **Best trial over trial 0 at trial fidelity**: {doc.metric(parent, 'trial_gain_pp', 'pts')} points "
+                f"(a training at full settings only above `tune.min_trial_gain` "
+                f"{doc.v('raw', ('param', parent, 'min_trial_gain'))} points)")
     if final is not None:
         doc.add("- **Best params trained on the full settings**:")
         _model_block(doc, final, "  ", "tuning")

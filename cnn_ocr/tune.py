@@ -38,7 +38,18 @@ from cnn_ocr.tracking.reading import search_runs
 from cnn_ocr.tracking.runs import tracked_run
 from cnn_ocr.tracking.store import TUNING_EXPERIMENT, ensure_experiment
 from cnn_ocr.tracking.writing import log_figure, log_metrics, log_params, set_tags
-from cnn_ocr.tuning_rules import DEFAULTS, Outcome, default_values, fidelity, find_default_run, judge, outside_space, trial_epochs
+from cnn_ocr.tuning_rules import (
+    DEFAULTS,
+    Outcome,
+    default_values,
+    defaults_won,
+    fidelity,
+    find_default_run,
+    judge,
+    outside_space,
+    trial_epochs,
+    trial_gain_pp,
+)
 
 log = logging.getLogger(__name__)
 
@@ -292,20 +303,34 @@ def _parent_params(family: str, params: Params, trials: int, timeout_s: float | 
     tune = params.tune
     return {"family": family, "trials": trials, "timeout_s": timeout_s, "seed": params.seed,
             "startup_trials": tune.startup_trials, "warmup_epochs": tune.warmup_epochs, "pruner": tune.pruner,
-            "enqueue_defaults": tune.enqueue_defaults,
+            "enqueue_defaults": tune.enqueue_defaults, "min_trial_gain": tune.min_trial_gain,
             **{f"fidelity.{k}": v for k, v in fidelity(params, family).items()},
             **{f"fixed.{k}": v for k, v in tune.fixed.get(family, {}).items()},
             **{f"space.{k}": d.model_dump(exclude_none=True) for k, d in tune.space[family].items()}}
 
 
-def _versus_defaults(family: str, params: Params, best: Any, study: str) -> tuple[str | None, dict, Outcome]:
+def _defaults_value(study: Any) -> float | None:
+    """Trial 0's validation accuracy when it ran the defaults and completed, else None."""
+    import optuna
+
+    first = next((t for t in study.trials if t.user_attrs.get("defaults")), None)
+    return first.value if first is not None and first.state == optuna.trial.TrialState.COMPLETE else None
+
+
+def _versus_defaults(family: str, params: Params, best: Any, study: Any) -> tuple[str | None, dict, Outcome]:
     """Train the best params at full settings unless the defaults won and have a run; judge against that run."""
     default = find_default_run(family, params, search_runs([families.get(family).experiment]))
-    defaults_won = bool(best.user_attrs.get("defaults")) or best.params == default_values(params, family)
-    if defaults_won and default is not None:
+    gain = trial_gain_pp(best.value, _defaults_value(study))
+    won = defaults_won(bool(best.user_attrs.get("defaults")) or best.params == default_values(params, family), gain,
+                       params.tune.min_trial_gain)
+    if gain is not None:
+        log_metrics({"trial_gain_pp": gain})
+        log.info("best trial %+.2f points over trial 0 (the defaults) at trial fidelity; min_trial_gain %.2f: %s",
+                 gain, params.tune.min_trial_gain, "the defaults won" if won else "the best params go on")
+    if won and default is not None:
         return None, {}, judge(default, None, True)
-    final_id, final_metrics = _final(family, params, best.params, study)
-    return final_id, final_metrics, judge(default, final_metrics, defaults_won)
+    final_id, final_metrics = _final(family, params, best.params, study.study_name)
+    return final_id, final_metrics, judge(default, final_metrics, won)
 
 
 def _log_outcome(final_id: str | None, final_metrics: dict[str, float], verdict: Outcome) -> None:
@@ -346,7 +371,7 @@ def run_tuning(family: str, params: Params, *, trials: int, timeout_s: float | N
                      **{f"trials_{k}": v for k, v in counts.items()}})
         set_tags({"best_trial": best.number, "best_params": repr(best.params)})
         _log_plots(study)
-        final_id, final_metrics, verdict = _versus_defaults(family, params, best, name) if final else (None, {}, None)
+        final_id, final_metrics, verdict = _versus_defaults(family, params, best, study) if final else (None, {}, None)
         if verdict is not None:
             _log_outcome(final_id, final_metrics, verdict)
         kept = default_values(params, family) if verdict and verdict.outcome == DEFAULTS else dict(best.params)

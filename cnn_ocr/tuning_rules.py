@@ -2,10 +2,11 @@
 
 A trial's fidelity is `tune.fixed.<family>` (e.g. a 4-epoch schedule on the full data); trial 0 of a study
 runs the family's configured values. The tuning stage ends with one of two results: the tuned params (their
-final run at full settings has a higher
-validation accuracy than the default run) or the defaults (otherwise, or when the defaults won the study
-outright). Either way the stage's best validation accuracy is at least the default run's. The default run is
-the newest finished training run of the family whose logged params equal the configured ones.
+final run at full settings has a higher validation accuracy than the default run) or the defaults (otherwise,
+or when the defaults won the study: they were its best trial, or the best trial beat them by no more than
+`tune.min_trial_gain` points, a gain within the noise of one trial). Either way the stage's best validation
+accuracy is at least the default run's. The default run is the newest finished training run of the family
+whose logged params equal the configured ones.
 """
 
 from __future__ import annotations
@@ -65,6 +66,18 @@ def judge(default: Any | None, final_metrics: dict[str, float] | None, defaults_
         return Outcome(DEFAULTS if defaults_won_study else TUNED, None, None, final, None)
     gain = round((final - base) * 100, 6)
     return Outcome(TUNED if gain > 0 else DEFAULTS, default_id, base, final, gain)
+
+
+def trial_gain_pp(best_value: float, defaults_value: float | None) -> float | None:
+    """Points of validation accuracy by which the best trial beat trial 0 (None when trial 0 did not complete:
+    pruned at a smaller budget, its value is not comparable)."""
+    return None if defaults_value is None else round((best_value - defaults_value) * 100, 6)
+
+
+def defaults_won(best_is_defaults: bool, gain_pp: float | None, min_gain_pp: float) -> bool:
+    """Whether the defaults won the study: they were its best trial, or the best trial beat them (both
+    completed) by no more than `min_gain_pp` points, too little to pay for a training at full settings."""
+    return best_is_defaults or (gain_pp is not None and gain_pp <= min_gain_pp)
 
 
 def default_values(params: Params, family: str) -> dict[str, Any]:

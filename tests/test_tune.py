@@ -156,6 +156,46 @@ def test_the_verdict_is_judged_on_validation_against_the_default_run():
     assert tuning_rules.judge(None, {"val_accuracy": 0.9}, defaults_won_study=True).outcome == "defaults"
 
 
+def test_the_defaults_win_a_study_whose_best_trial_gains_no_more_than_min_trial_gain():
+    assert tuning_rules.trial_gain_pp(0.9854, 0.9880) == pytest.approx(-0.26)
+    assert tuning_rules.trial_gain_pp(0.9880, None) is None  # trial 0 pruned: its value is not comparable
+    assert tuning_rules.defaults_won(True, None, 0.0)
+    assert tuning_rules.defaults_won(False, 0.26, 0.3) and tuning_rules.defaults_won(False, 0.3, 0.3)
+    assert not tuning_rules.defaults_won(False, 0.31, 0.3)
+    assert not tuning_rules.defaults_won(False, None, 0.3)  # beaten at a smaller budget: the best params go on
+    assert tuning_rules.defaults_won(False, 0.0, 0.0) and not tuning_rules.defaults_won(False, 0.02, 0.0)
+
+
+def test_a_best_trial_within_min_trial_gain_of_the_defaults_is_not_retrained(tracking_uri, tiny_overrides, tmp_path):
+    from cnn_ocr.train import train_model
+
+    # defaults that learn nothing in one epoch, against a space that holds a learning rate that does
+    sets = [*tiny_overrides, "models.base_cnn.lr=0.000001", "tune.space.base_cnn={lr: {choices: [0.000001, 0.003]}}",
+            "tune.pruner=median", "tune.startup_trials=10", f"tune.best_params_file={tmp_path / 'best.yaml'}"]
+    params = load_params(overrides=[*sets, "tune.min_trial_gain=100"])
+    default = train_model("base_cnn", params)
+    storage = f"sqlite:///{tmp_path / 'optuna.db'}"
+    res = tune.run_tuning("base_cnn", params, trials=3, timeout_s=None, storage=storage, study_name="g", final=True)
+
+    study = optuna.load_study(study_name="g", storage=storage)
+    first, best = study.trials[0], study.best_trial
+    assert first.user_attrs["defaults"] is True and best.number != 0  # a trial beat the defaults
+    gain = (best.value - first.value) * 100
+    assert 0 < gain <= 100
+    assert res.final_run_id is None  # within the bar: no training at full settings
+    assert (res.versus_defaults.outcome, res.versus_defaults.default_run_id) == ("defaults", default.run_id)
+    parent = MlflowClient(tracking_uri).get_run(res.parent_run_id)
+    assert parent.data.metrics["trial_gain_pp"] == pytest.approx(gain, abs=1e-4)
+    assert parent.data.params["min_trial_gain"] == "100.0"
+    best_file = yaml.safe_load((tmp_path / "best.yaml").read_text())
+    assert best_file["params"] == {"models": {"base_cnn": {"lr": 1e-6}}}
+
+    # the same study judged with a bar below its gain trains the best params at full settings
+    res = tune.run_tuning("base_cnn", load_params(overrides=[*sets, "tune.min_trial_gain=0.0"]), trials=0,
+                          timeout_s=None, storage=storage, study_name="g", final=True)
+    assert res.final_run_id is not None and res.versus_defaults.final_val_accuracy is not None
+
+
 def test_the_default_run_is_the_newest_run_with_the_configured_params():
     params = load_params()
     flat = {k: tuning_rules.as_logged(v) for k, v in
