@@ -284,7 +284,8 @@ def write_best_params(path: Path, family: str, summary: dict[str, Any], best: di
     head = (f"# Best hyperparameters for {family} from `ocr tune`. Review, then merge `params` into params.yaml\n"
             f"# (or try them: ocr train --model {family} " + " ".join(f"--set {s}" for s in doc["set"]) + ").\n"
             if (summary.get("versus_defaults") or {}).get("outcome") != DEFAULTS else
-            f"# `ocr tune` kept the defaults of {family}: the tuned params did not beat them on validation accuracy.\n")
+            f"# `ocr tune` kept the defaults of {family}: the tuned params did not beat them on validation accuracy\n"
+            f"# (at full settings, or by more than tune.min_trial_gain at trial fidelity).\n")
     atomic_write_bytes(Path(path), (head + yaml.safe_dump(doc, sort_keys=False)).encode())
     return Path(path)
 
