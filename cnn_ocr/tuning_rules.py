@@ -54,6 +54,11 @@ def find_default_run(family: str, params: Params, runs: list[Any]) -> Any | None
     return next((r for r in runs if is_default_run(r, family, wanted)), None)
 
 
+def gain_pp(value: float, base: float) -> float:
+    """`value - base` for accuracies as fractions, in points (rounded off float noise)."""
+    return round((value - base) * 100, 6)
+
+
 def judge(default: Any | None, final_metrics: dict[str, float] | None, defaults_won_study: bool) -> Outcome:
     """Compare the final tuned run (None when none was trained) with the default run, on validation."""
     base = default.metrics["val_accuracy"] if default is not None else None
@@ -64,14 +69,14 @@ def judge(default: Any | None, final_metrics: dict[str, float] | None, defaults_
     final = final_metrics["val_accuracy"]
     if base is None:  # nothing to compare with: the final run stands for whichever params the study chose
         return Outcome(DEFAULTS if defaults_won_study else TUNED, None, None, final, None)
-    gain = round((final - base) * 100, 6)
+    gain = gain_pp(final, base)
     return Outcome(TUNED if gain > 0 else DEFAULTS, default_id, base, final, gain)
 
 
 def trial_gain_pp(best_value: float, defaults_value: float | None) -> float | None:
     """Points of validation accuracy by which the best trial beat trial 0 (None when trial 0 did not complete:
     pruned at a smaller budget, its value is not comparable)."""
-    return None if defaults_value is None else round((best_value - defaults_value) * 100, 6)
+    return None if defaults_value is None else gain_pp(best_value, defaults_value)
 
 
 def defaults_won(best_is_defaults: bool, gain_pp: float | None, min_gain_pp: float) -> bool:
