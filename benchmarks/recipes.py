@@ -58,6 +58,10 @@ RECIPES: dict[str, list[str]] = {
                               "models.improved_cnn.outlier_exposure.head_epochs=4",
                               "models.improved_cnn.outlier_exposure.head_lr=0.003",
                               "models.improved_cnn.outlier_exposure.head_convs=0"],
+    # the production recipe with a fresh elastic distortion of every training image (and negative) in each batch,
+    # on top of the affine jitter: Simard et al.'s alpha 34 / sigma 4 pixels, the distortion the MNIST records use
+    "outlier_exposure_elastic": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
+                                 "models.improved_cnn.augment.elastic_alpha=34", "models.improved_cnn.augment.elastic_sigma=4"],
 }
 FULL = {"seeds": [1, 2, 3], "slice": None, "overrides": []}
 SMOKE = {"seeds": [0, 1], "slice": (600, 200, 500),

@@ -35,6 +35,8 @@ class BatchAugmentParams(Strict):
     rotation_deg: float = Field(ge=0, le=45)
     shift_px: float = Field(ge=0, le=6)
     scale: float = Field(ge=0, lt=0.5)  # zoom drawn from [1 - scale, 1 + scale]
+    elastic_alpha: float = Field(ge=0, le=100)  # elastic distortion (Simard et al., 2003): a fresh uniform field
+    elastic_sigma: float = Field(gt=0, le=8)    # smoothed by a Gaussian of this sigma (pixels), times alpha; 0 = off
 
 
 class OutlierExposureParams(Strict):

@@ -90,6 +90,21 @@ def test_batch_augmentation_keeps_background_and_shape():
     assert not torch.allclose(out, x)
     still = aug_params.model_copy(update={"rotation_deg": 0.0, "shift_px": 0.0, "scale": 0.0})
     assert torch.allclose(torch_loop.augment_batch(x, still, gen), x, atol=1e-4)
+    elastic = still.model_copy(update={"elastic_alpha": 34.0, "elastic_sigma": 4.0})
+    bent = torch_loop.augment_batch(x, elastic, gen)
+    assert torch.allclose(bent[:, :, :3, :3], x[:, :, :3, :3], atol=1e-5)
+    assert not torch.allclose(bent, x, atol=0.05)
+    assert not torch.allclose(bent[0], bent[1], atol=0.05)  # a fresh field per image
+
+
+def test_the_elastic_field_is_smoothed_as_scipy_smooths_the_stored_copies():
+    from scipy import ndimage
+
+    field = torch.rand(3, 2, 28, 28, generator=torch.Generator().manual_seed(1), dtype=torch.float64) * 2 - 1
+    ours = torch_loop._gaussian_smoothed(field, 4.0).numpy()
+    theirs = np.stack([[ndimage.gaussian_filter(c, 4.0, mode="constant", truncate=3.0) for c in img]
+                       for img in field.numpy()])
+    np.testing.assert_allclose(ours, theirs, atol=1e-12)
 
 
 # ---- behaviour of a small CNN trained once in this test session --------------------------------------------

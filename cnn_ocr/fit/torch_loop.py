@@ -68,8 +68,22 @@ def seeded(seed: int, device: str) -> Iterator[None]:
         deterministic.fill_uninitialized_memory = fill
 
 
+def _gaussian_smoothed(field: torch.Tensor, sigma: float) -> torch.Tensor:
+    """(N, C, H, W) smoothed by a separable Gaussian of `sigma` pixels, zero outside the image (as the stored
+    copies' elastic distortion, `scipy.ndimage.gaussian_filter` there, smooths before scaling by alpha)."""
+    radius = min(math.ceil(3 * sigma), IMAGE_SIZE - 1)
+    t = torch.arange(-radius, radius + 1, device=field.device, dtype=field.dtype)
+    k = torch.exp(-0.5 * (t / sigma) ** 2)
+    k = k / k.sum()
+    c = field.shape[1]
+    field = F.conv2d(field, k.view(1, 1, 1, -1).expand(c, 1, 1, -1), padding=(0, radius), groups=c)
+    return F.conv2d(field, k.view(1, 1, -1, 1).expand(c, 1, -1, 1), padding=(radius, 0), groups=c)
+
+
 def augment_batch(x: torch.Tensor, p: BatchAugmentParams, gen: torch.Generator) -> torch.Tensor:
-    """Random rotation, zoom and shift per image, one batched resample; background stays black."""
+    """Random rotation, zoom and shift per image and, with `elastic_alpha` > 0, a fresh elastic distortion per
+    image (displacements of alpha * a Gaussian-smoothed uniform field, in pixels), one batched resample;
+    background stays black."""
     n = x.shape[0]
     u = torch.rand(n, 4, generator=gen, device=x.device) * 2 - 1  # uniform in [-1, 1]
     angle = u[:, 0] * math.radians(p.rotation_deg)
@@ -78,6 +92,10 @@ def augment_batch(x: torch.Tensor, p: BatchAugmentParams, gen: torch.Generator) 
     cos, sin = torch.cos(angle) / zoom, torch.sin(angle) / zoom
     theta = torch.stack([torch.stack([cos, -sin, shift[:, 0]], 1), torch.stack([sin, cos, shift[:, 1]], 1)], 1)
     grid = F.affine_grid(theta, list(x.shape), align_corners=False)
+    if p.elastic_alpha > 0:
+        noise = torch.rand(n, 2, x.shape[2], x.shape[3], generator=gen, device=x.device) * 2 - 1
+        displacement = _gaussian_smoothed(noise, p.elastic_sigma) * (p.elastic_alpha * 2 / IMAGE_SIZE)
+        grid = grid + displacement.permute(0, 2, 3, 1)  # (N, H, W, [x, y]) in normalized coordinates
     return F.grid_sample(x - BACKGROUND, grid, mode="bilinear", padding_mode="zeros", align_corners=False) + BACKGROUND
 
 
