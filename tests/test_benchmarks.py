@@ -13,6 +13,7 @@ from benchmarks import readme_table
 from benchmarks.common import percentile, summarize, target
 from benchmarks.recipes import RECIPES
 from benchmarks.training import REFUSALS
+from benchmarks.tta import VIEWS
 from cnn_ocr.ood.scores import DETECTORS
 
 pytestmark = pytest.mark.slow
@@ -140,6 +141,49 @@ def test_recipes_benchmark_smoke_keeps_the_recipe_best_on_validation_and_resumes
     ema = _load(tmp_path / "recipes.json")["figures"]["recipes"]["ema"]
     first = before["figures"]["recipes"]["ema"]["runs"][0]
     assert ema["val_accuracy"]["n"] == 1 and ema["runs"][0]["val_accuracy"] == first["val_accuracy"]
+
+
+@pytest.mark.timeout(300)
+def test_tta_benchmark_smoke_scores_every_variant_against_the_plain_model(mnist_splits, tmp_path):
+    assert bench_cli.main(["tta", "--smoke", "--out", str(tmp_path)]) == 0
+    result = _load(tmp_path / "tta.json")
+    fig, n_val = result["figures"], result["settings"]["slice"][1]
+    assert set(fig["variants"]) == set(VIEWS) and fig["chosen"] in VIEWS
+    for name, v in fig["variants"].items():
+        assert v["views"] == 1 + len(VIEWS[name]) and v["onnx_parity_max_abs"] < 1e-4
+        _check_stat(v["batch1_p50_ms"])
+        row = v["per_seed"][0]
+        assert 0 <= row["val_accuracy"] <= 1 and 0 <= row["refused_val_negatives"] <= 1
+        assert {"refused_fashion", "refused_handwriting", "refused_pictograms"} <= set(row)
+    plain = fig["variants"]["plain"]["per_seed"][0]
+    assert plain["val_fixed"] == plain["val_broken"] == 0
+    for v in fig["variants"].values():  # the paired counts explain the change in validation accuracy
+        row = v["per_seed"][0]
+        assert row["val_fixed"] - row["val_broken"] == round((row["val_accuracy"] - plain["val_accuracy"]) * n_val)
+    assert (tmp_path / "tta-models" / "improved_cnn-seed0.pt").is_file()  # trained once, reused by a rerun
+
+
+def test_tta_views_shift_the_digit_as_named_and_average_the_probabilities():
+    import numpy as np
+    import torch
+
+    from benchmarks.tta import tta_net
+    from cnn_ocr.preprocess import to_model_input
+
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10)).eval()
+    img = np.zeros((1, 28, 28), np.uint8)
+    img[0, 8:20, 12:15] = 255
+    img[0, 8:11, 12:18] = 255
+    views = [(1, 0, 0), (0, -2, 0)]  # one pixel right, two pixels up
+    expected = [img, np.roll(img, 1, axis=2), np.roll(img, -2, axis=1)]
+    with torch.inference_mode():
+        probs = [torch.softmax(model(torch.from_numpy(to_model_input(e))), 1) for e in expected]
+        out = torch.softmax(tta_net(model, views)(torch.from_numpy(to_model_input(img))), 1)
+        plain = torch.softmax(tta_net(model, [])(torch.from_numpy(to_model_input(img))), 1)
+    assert torch.allclose(out, torch.stack(probs).mean(0), atol=1e-5)
+    assert torch.allclose(plain, probs[0], atol=1e-6)
+    assert not torch.allclose(out, plain, atol=1e-3)
 
 
 @pytest.mark.timeout(300)

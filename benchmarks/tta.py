@@ -1,0 +1,209 @@
+"""Test-time augmentation benchmark: the production recipe's seeds, each scored plain and with its probabilities
+averaged over a few fixed transformed views of the input (one ONNX graph per variant), side by side in one run.
+
+For every seed and variant: validation accuracy (which chooses), test accuracy (reported only), the paired count
+of validation digits the views fix and break against the plain model, and the shipped detector's (MSP) refusals at
+a threshold refusing at most `ood.max_digit_refusal` of the validation digits. Each variant's graph is timed at
+batch 1 in ONNX Runtime, interleaved with the plain graph, against the production latency target. A variant is
+kept only when its mean validation accuracy beats the plain model's within that target.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import tempfile
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from benchmarks.common import CACHE_DIR, percentile, summarize, target, time_calls, torch_device, write_result
+from benchmarks.recipes import FAMILY, RECIPES, _smoke_data_dir
+from benchmarks.recipes import SMOKE as RECIPES_SMOKE
+from benchmarks.training import _in_child, _job, _splits
+
+log = logging.getLogger(__name__)
+
+PRODUCTION_RECIPE = "outlier_exposure_full_schedule"
+LATENCY_TARGET_MS = 0.3  # the production model's batch-1 ONNX p50 target beside its 99.70 % test target
+# extra views beside the input itself: (dx, dy) pixel shifts and rotations in degrees
+VIEWS: dict[str, list[tuple[float, float, float]]] = {
+    "plain": [],
+    "shifts_2": [(1, 0, 0), (-1, 0, 0)],
+    "shifts_4": [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0)],
+    "rotations_2": [(0, 0, 6), (0, 0, -6)],
+    "shifts_4_rotations_2": [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 6), (0, 0, -6)],
+}
+FULL = {"seeds": [1, 2, 3], "slice": None, "overrides": [], "repeats": 5, "calls": 1000}
+SMOKE = {"seeds": [0], "slice": RECIPES_SMOKE["slice"], "overrides": RECIPES_SMOKE["overrides"], "repeats": 1,
+         "calls": 20}
+
+
+def tta_net(model: Any, views: list[tuple[float, float, float]]) -> Any:
+    """A module whose output is the log of `model`'s softmax averaged over the input and its `views` (so the
+    softmax of the output is that average, as the service computes probabilities from "logits"); the views are
+    fixed resamplings, background black, exported to ONNX as GridSample."""
+    import torch
+    import torch.nn.functional as F
+
+    from cnn_ocr.fit.torch_loop import BACKGROUND
+    from cnn_ocr.preprocess import IMAGE_SIZE
+
+    thetas = []
+    for dx, dy, deg in views:
+        a = math.radians(deg)
+        # the grid maps output to input coordinates: content moves by (+dx, +dy) pixels
+        thetas.append([[math.cos(a), -math.sin(a), -2 * dx / IMAGE_SIZE], [math.sin(a), math.cos(a), -2 * dy / IMAGE_SIZE]])
+
+    class Tta(torch.nn.Module):
+        def __init__(self) -> None:
+            super().__init__()
+            self.model = model
+            grid = F.affine_grid(torch.tensor(thetas, dtype=torch.float32), [len(views), 1, IMAGE_SIZE, IMAGE_SIZE],
+                                 align_corners=False) if views else torch.zeros(0)
+            self.register_buffer("grid", grid)
+
+        def forward(self, x: torch.Tensor) -> torch.Tensor:
+            if not views:
+                return self.model(x)
+            n, k = x.shape[0], len(views)
+            shifted = F.grid_sample((x - BACKGROUND).repeat(k, 1, 1, 1), self.grid.repeat_interleave(n, 0),
+                                    mode="bilinear", padding_mode="zeros", align_corners=False) + BACKGROUND
+            probs = torch.softmax(self.model(torch.cat([x, shifted])), 1).view(k + 1, n, -1)
+            return torch.log(probs.mean(0).clamp_min(1e-12))
+
+    return Tta().eval()
+
+
+def _probs(net: Any, images: np.ndarray, batch: int = 1024) -> np.ndarray:
+    import torch
+
+    from cnn_ocr.calibration import softmax
+    from cnn_ocr.preprocess import to_model_input
+
+    out = []
+    with torch.inference_mode():
+        for start in range(0, len(images), batch):
+            out.append(net(torch.from_numpy(to_model_input(images[start: start + batch]))).numpy())
+    return softmax(np.concatenate(out)) if out else np.zeros((0, 10))
+
+
+def _score_seed(model: Any, params: Any, splits: Any, negatives: np.ndarray, heldout: dict) -> dict[str, Any]:
+    """Every variant's figures for one trained model."""
+    from cnn_ocr.ood.metrics import fit_threshold, refusal_rate
+
+    out: dict[str, Any] = {}
+    plain_val_right = None
+    for name, views in VIEWS.items():
+        net = tta_net(model, views)
+        val, test = _probs(net, splits.val_x), _probs(net, splits.test_x)
+        right = val.argmax(1) == splits.val_y
+        threshold = fit_threshold(val.max(1), params.ood.max_digit_refusal)
+        row = {"val_accuracy": float(right.mean()), "test_accuracy": float(np.mean(test.argmax(1) == splits.test_y)),
+               "refused_test_digits": refusal_rate(test.max(1), threshold),
+               "refused_val_negatives": refusal_rate(_probs(net, negatives).max(1), threshold)}
+        for family, data in heldout.items():
+            row[f"refused_{family}"] = refusal_rate(_probs(net, data.x).max(1), threshold, data.refused_before_model)
+        if plain_val_right is None:
+            plain_val_right = right
+        row["val_fixed"] = int(np.sum(right & ~plain_val_right))
+        row["val_broken"] = int(np.sum(~right & plain_val_right))
+        out[name] = row
+    return out
+
+
+def _latency(model: Any, cfg: dict[str, Any], tmp: Path) -> dict[str, Any]:
+    """Batch-1 ONNX Runtime p50 of every variant's graph, the variants interleaved within each repeat, and the
+    largest probability difference between ONNX Runtime and PyTorch on a few inputs."""
+    import torch
+
+    from cnn_ocr.calibration import softmax
+    from cnn_ocr.export import export_onnx
+    from cnn_ocr.onnx_session import make_session
+
+    x1 = np.random.default_rng(0).normal(size=(1, 1, 28, 28)).astype(np.float32)
+    xs = np.random.default_rng(1).normal(size=(8, 1, 28, 28)).astype(np.float32)
+    sessions, parity = {}, {}
+    for name, views in VIEWS.items():
+        net = tta_net(model, views)
+        path = tmp / f"{name}.onnx"
+        export_onnx(net, FAMILY, path)  # the service's graph: "input" -> "logits", dynamic batch
+        sessions[name] = make_session(path, 0)
+        with torch.inference_mode():
+            expected = softmax(net(torch.from_numpy(xs)).numpy())
+        parity[name] = float(np.abs(softmax(sessions[name].run(None, {"input": xs})[0]) - expected).max())
+    p50: dict[str, list[float]] = {name: [] for name in VIEWS}
+    for _ in range(cfg["repeats"]):
+        for name, sess in sessions.items():
+            p50[name].append(percentile(time_calls(lambda s=sess: s.run(None, {"input": x1}), cfg["calls"]), 50))
+    return {name: {"batch1_p50_ms": summarize(p50[name]), "onnx_parity_max_abs": parity[name]} for name in VIEWS}
+
+
+def _figures(per_seed: dict[int, dict[str, Any]], latency: dict[str, Any]) -> dict[str, Any]:
+    variants: dict[str, Any] = {}
+    for name in VIEWS:
+        rows = [per_seed[s][name] for s in sorted(per_seed)]
+        means = {k: float(np.mean([r[k] for r in rows])) for k in rows[0]}
+        variants[name] = {"views": 1 + len(VIEWS[name]), "per_seed": rows, "mean": means, **latency[name]}
+    plain = variants["plain"]["mean"]["val_accuracy"]
+    fits = [n for n, v in variants.items() if v["batch1_p50_ms"]["median"] <= LATENCY_TARGET_MS]
+    best = max(fits or ["plain"], key=lambda n: variants[n]["mean"]["val_accuracy"])
+    return {"variants": variants, "seeds": sorted(per_seed),
+            "chosen": best if variants[best]["mean"]["val_accuracy"] > plain else "plain",
+            "latency_target_ms": LATENCY_TARGET_MS}
+
+
+def _targets(fig: dict[str, Any]) -> list[dict[str, Any]]:
+    v = fig["variants"][fig["chosen"]]
+    n = len(fig["seeds"])
+    return [target(f"test-time augmentation kept on validation ({fig['chosen']}, {v['views']} view(s)): test accuracy, "
+                   f"mean of {n} seeds", 100 * v["mean"]["test_accuracy"], 99.70, "%", True),
+            target(f"its ONNX batch-1 p50 ({fig['chosen']})", v["batch1_p50_ms"]["median"], LATENCY_TARGET_MS, "ms",
+                   False)]
+
+
+def run(smoke: bool = False, out_dir: Path | None = None, model_dir: Path | None = None) -> Path:
+    """Score every variant on every seed's production-recipe model (trained into `model_dir`, git-ignored, when
+    missing: each in its own spawned process, as the recipe benchmark trains) and write `tta.json`; returns its
+    path."""
+    import torch
+
+    from benchmarks.common import RESULTS_DIR, core_count
+    from cnn_ocr.config import load_params
+    from cnn_ocr.data.negatives import ensure_negatives
+    from cnn_ocr.models import build
+    from cnn_ocr.ood.run import heldout_families
+
+    cfg = SMOKE if smoke else FULL
+    out_dir = out_dir or RESULTS_DIR
+    overrides = list(cfg["overrides"])
+    if smoke:  # its small negatives go to a data folder of its own, as the recipe benchmark's smoke run does
+        overrides.append(f"data.processed_dir={_smoke_data_dir(out_dir)}")
+    model_dir = model_dir or (out_dir / "tta-models" if smoke else CACHE_DIR / "tta")
+    recipe = [*overrides, *RECIPES[PRODUCTION_RECIPE]]
+    params = load_params(overrides=recipe)
+    weights = {seed: model_dir / f"{FAMILY}-seed{seed}.pt" for seed in cfg["seeds"]}
+    for seed, file in weights.items():
+        if not file.is_file():
+            log.info("tta benchmark: training the production recipe, seed %d, into %s", seed, model_dir)
+            _in_child(_job, FAMILY, recipe, seed, cfg["slice"], str(model_dir), True, False)
+    torch.set_num_threads(core_count())
+    splits = _splits(params.models.improved_cnn.data_version, params, cfg["slice"])
+    negatives = ensure_negatives(params.negatives, params.data)["val"].x
+    heldout = heldout_families(params.ood.heldout_samples, params.seed)
+    per_seed, models = {}, {}
+    for seed, file in weights.items():
+        log.info("tta benchmark: scoring seed %d", seed)
+        model = build(FAMILY, params.models.improved_cnn)
+        model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
+        models[seed] = model.eval()
+        per_seed[seed] = _score_seed(models[seed], params, splits, negatives, heldout)
+    with tempfile.TemporaryDirectory() as tmp:
+        latency = _latency(models[cfg["seeds"][0]], cfg, Path(tmp))
+    fig = _figures(per_seed, latency)
+    settings = {"smoke": smoke, "seeds": cfg["seeds"], "slice": cfg["slice"], "recipe": PRODUCTION_RECIPE,
+                "overrides": cfg["overrides"], "views": {n: [list(v) for v in vs] for n, vs in VIEWS.items()},
+                "repeats": cfg["repeats"], "calls": cfg["calls"], "threads": core_count(),
+                "rule": "the variant with the highest mean validation accuracy within the latency target, if it beats plain"}
+    return write_result("tta", "smoke" if smoke else "full", fig, _targets(fig), torch_device(), settings, out_dir)
