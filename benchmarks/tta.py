@@ -11,7 +11,6 @@ kept only when its mean validation accuracy beats the plain model's within that 
 from __future__ import annotations
 
 import logging
-import math
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,12 +26,14 @@ log = logging.getLogger(__name__)
 
 PRODUCTION_RECIPE = "outlier_exposure_full_schedule"
 LATENCY_TARGET_MS = 0.3  # the production model's batch-1 ONNX p50 target beside its 99.70 % test target
-# extra views beside the input itself: (dx, dy) pixel shifts and rotations in degrees
+# extra views beside the input itself: (dx, dy) pixel shifts (right, down) and rotations in degrees
 VIEWS: dict[str, list[tuple[float, float, float]]] = {
     "plain": [],
     "shifts_2": [(1, 0, 0), (-1, 0, 0)],
     "shifts_4": [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0)],
-    "rotations_2": [(0, 0, 6), (0, 0, -6)],
+    "rotations_2": [(0, 0, 6), (0, 0, -6)],             # the training jitter's largest rotation
+    "rotations_2_wide": [(0, 0, 12), (0, 0, -12)],
+    "rotations_4": [(0, 0, 6), (0, 0, -6), (0, 0, 12), (0, 0, -12)],
     "shifts_4_rotations_2": [(1, 0, 0), (-1, 0, 0), (0, 1, 0), (0, -1, 0), (0, 0, 6), (0, 0, -6)],
 }
 FULL = {"seeds": [1, 2, 3], "slice": None, "overrides": [], "repeats": 5, "calls": 1000}
@@ -41,39 +42,11 @@ SMOKE = {"seeds": [0], "slice": RECIPES_SMOKE["slice"], "overrides": RECIPES_SMO
 
 
 def tta_net(model: Any, views: list[tuple[float, float, float]]) -> Any:
-    """A module whose output is the log of `model`'s softmax averaged over the input and its `views` (so the
-    softmax of the output is that average, as the service computes probabilities from "logits"); the views are
-    fixed resamplings, background black, exported to ONNX as GridSample."""
-    import torch
-    import torch.nn.functional as F
+    """`model` and its `views` as one ensemble (`cnn_ocr.models.ensemble`): the log of the softmax averaged over
+    the input and its views, as `ocr ensemble` builds it with `ensemble.views`."""
+    from cnn_ocr.models.ensemble import Ensemble, with_views
 
-    from cnn_ocr.fit.torch_loop import BACKGROUND
-    from cnn_ocr.preprocess import IMAGE_SIZE
-
-    thetas = []
-    for dx, dy, deg in views:
-        a = math.radians(deg)
-        # the grid maps output to input coordinates: content moves by (+dx, +dy) pixels
-        thetas.append([[math.cos(a), -math.sin(a), -2 * dx / IMAGE_SIZE], [math.sin(a), math.cos(a), -2 * dy / IMAGE_SIZE]])
-
-    class Tta(torch.nn.Module):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model = model
-            grid = F.affine_grid(torch.tensor(thetas, dtype=torch.float32), [len(views), 1, IMAGE_SIZE, IMAGE_SIZE],
-                                 align_corners=False) if views else torch.zeros(0)
-            self.register_buffer("grid", grid)
-
-        def forward(self, x: torch.Tensor) -> torch.Tensor:
-            if not views:
-                return self.model(x)
-            n, k = x.shape[0], len(views)
-            shifted = F.grid_sample((x - BACKGROUND).repeat(k, 1, 1, 1), self.grid.repeat_interleave(n, 0),
-                                    mode="bilinear", padding_mode="zeros", align_corners=False) + BACKGROUND
-            probs = torch.softmax(self.model(torch.cat([x, shifted])), 1).view(k + 1, n, -1)
-            return torch.log(probs.mean(0).clamp_min(1e-12))
-
-    return Tta().eval()
+    return Ensemble(with_views([model], views)).eval()
 
 
 def _probs(net: Any, images: np.ndarray, batch: int = 1024) -> np.ndarray:

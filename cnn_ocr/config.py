@@ -134,9 +134,17 @@ class TuneParams(Strict):
 
 
 class EnsembleParams(Strict):
-    members: int = Field(ge=2, le=10)  # best finished CNN runs (by validation accuracy) averaged
+    members: int = Field(ge=1, le=10)  # best finished CNN runs (by validation accuracy) averaged
+    views: list[tuple[float, float, float]] = Field(max_length=8)  # test-time augmentation: (dx px, dy px, degrees)
     experiment: str = Field(min_length=1)  # where `ocr ensemble` logs its runs
     member_experiments: list[str]
+
+    @model_validator(mode="after")
+    def _something_to_average(self) -> EnsembleParams:
+        if self.members == 1 and not self.views:
+            raise ValueError("ensemble.members 1 averages nothing without ensemble.views; use 2 or more members, "
+                             "or views such as [[0, 0, 6], [0, 0, -6]]")
+        return self
 
 
 class SelectParams(Strict):

@@ -3,8 +3,10 @@
 The members are the best finished CNN runs by validation accuracy (test accuracy never chooses them) from
 `ensemble.member_experiments`, or runs named explicitly. Their averaged probabilities form one network
 (`cnn_ocr.models.ensemble.Ensemble`), scored exactly like a trained model (`train.final_metrics`) and logged
-with family `ensemble` in `ensemble.experiment`. Listed in `select.experiments`, it is a production candidate
-under the same rule and latency budget as every other run, and registers as one ONNX graph.
+with family `ensemble` in `ensemble.experiment`. With `ensemble.views`, each member is also averaged over those
+fixed shifts and rotations of the input (test-time augmentation; one member and its views is allowed). Listed in
+`select.experiments`, it is a production candidate under the same rule and latency budget as every other run,
+and registers as one ONNX graph.
 """
 
 from __future__ import annotations
@@ -34,13 +36,20 @@ def _is_member(run: RunRecord, dataset: str) -> bool:
     return is_candidate(run, dataset) and run.tags.get("family") in TORCH_FAMILIES and "val_accuracy" in run.metrics
 
 
+def _fewest_runs(params: Params) -> int:
+    """Runs an ensemble needs: 2, or 1 whose views are averaged with it."""
+    return 1 if params.ensemble.views else 2
+
+
 def pick_members(params: Params) -> list[RunRecord]:
     """The `ensemble.members` best finished CNN runs by validation accuracy (then the newer run)."""
     runs = [r for r in search_runs(params.ensemble.member_experiments) if _is_member(r, params.data.dataset)]
     runs.sort(key=lambda r: (-r.metrics["val_accuracy"], -r.start_time))
-    if len(runs) < 2:
-        raise EnsembleError(f"an ensemble needs at least 2 finished CNN runs in {params.ensemble.member_experiments}; "
-                            f"found {len(runs)}: train some with `ocr train --model improved_cnn`")
+    need = _fewest_runs(params)
+    if len(runs) < need:
+        raise EnsembleError(f"an ensemble needs at least {need} finished CNN run{'s' * (need > 1)} in "
+                            f"{params.ensemble.member_experiments}; found {len(runs)}: train some with "
+                            "`ocr train --model improved_cnn`")
     return runs[: params.ensemble.members]
 
 
@@ -49,27 +58,30 @@ def _members_by_id(run_ids: list[str], params: Params) -> list[RunRecord]:
     bad = [r.run_id for r in runs if not _is_member(r, params.data.dataset)]
     if bad:
         raise EnsembleError(f"not finished CNN training runs on {params.data.dataset}: {', '.join(bad)}")
-    if len(runs) < 2:
-        raise EnsembleError("an ensemble needs at least 2 runs")
+    if len(runs) < _fewest_runs(params):
+        raise EnsembleError("an ensemble needs at least 2 runs, or ensemble.views to average one run's views")
     return runs
 
 
 def build_ensemble(params: Params, run_ids: list[str] | None = None) -> TrainResult:
     """Average the members' probabilities, score the result like a trained model, log it as one run."""
-    from cnn_ocr.models.ensemble import Ensemble
+    from cnn_ocr.models.ensemble import Ensemble, with_views
 
     members = _members_by_id(run_ids, params) if run_ids else pick_members(params)
+    views = [tuple(v) for v in params.ensemble.views]
     data_name = members[0].tags.get("data_version", "v2.0")  # validation and test splits are shared by versions
     splits = load_version(data_name.split("+")[0], params.data)  # a feedback-extended name: its base version
-    model = Ensemble([load_model(m.run_id) for m in members]).eval()
+    model = Ensemble(with_views([load_model(m.run_id) for m in members], views)).eval()
     train_idx = train_eval_indices(len(splits.train_y), params)
     fit = FitResult(train_time_s=float(sum(m.metrics.get("training_time_s", 0.0) for m in members)))
     ids = [m.run_id for m in members]
     tags = {**splits.version.as_tags(), **git_tags(), "family": ENSEMBLE, "device": "cpu",
-            "members": ",".join(ids), "mlflow.note.content": _note(members)}
-    with tracked_run(params.ensemble.experiment, f"ensemble-{len(members)}", tags) as run:
+            "members": ",".join(ids), "mlflow.note.content": _note(members, views)}
+    name = f"ensemble-{len(members)}" + (f"x{1 + len(views)}views" if views else "")
+    with tracked_run(params.ensemble.experiment, name, tags) as run:
         log_params({"members": ids, "member_families": [m.tags["family"] for m in members],
                     "n_members": len(members), "member_selection": "validation accuracy",
+                    "views": [list(v) for v in views], "n_views": 1 + len(views),
                     **{f"evaluation.{k}": v for k, v in params.models.evaluation.model_dump().items()}})
         log_dict({"members": [{"run_id": m.run_id, "family": m.tags["family"], "experiment": m.experiment,
                                **{k: m.metrics.get(k) for k in ("val_accuracy", "test_accuracy")}}
@@ -82,7 +94,9 @@ def build_ensemble(params: Params, run_ids: list[str] | None = None) -> TrainRes
     return TrainResult(run_id, ENSEMBLE, metrics, model)
 
 
-def _note(members: list[RunRecord]) -> str:
+def _note(members: list[RunRecord], views: list[tuple[float, ...]]) -> str:
     parts = [f"{m.tags['family']} {m.run_id[:8]} (val {m.metrics['val_accuracy']:.2%}, test "
              f"{m.metrics['test_accuracy']:.2%})" for m in members]
-    return f"Averaged probabilities of {len(members)} runs: " + "; ".join(parts)
+    seen = "" if not views else (f", each on its input and {len(views)} views (dx, dy pixels, degrees): "
+                                 + ", ".join(str(tuple(v)) for v in views))
+    return f"Averaged probabilities of {len(members)} run{'s' * (len(members) > 1)}{seen}: " + "; ".join(parts)

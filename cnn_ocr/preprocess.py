@@ -27,6 +27,7 @@ IMAGE_SIZE = 28
 # Mean and std of MNIST's 60k training pixels scaled to [0, 1].
 MNIST_MEAN = 0.1307
 MNIST_STD = 0.3081
+BACKGROUND = -MNIST_MEAN / MNIST_STD  # a black pixel after normalization
 # MNIST's recipe: the digit's longer side is 20 px, its centre of mass sits at (14, 14) (row, column).
 DIGIT_BOX = 20
 CENTRE = 14.0

@@ -163,29 +163,6 @@ def test_tta_benchmark_smoke_scores_every_variant_against_the_plain_model(mnist_
     assert (tmp_path / "tta-models" / "improved_cnn-seed0.pt").is_file()  # trained once, reused by a rerun
 
 
-def test_tta_views_shift_the_digit_as_named_and_average_the_probabilities():
-    import numpy as np
-    import torch
-
-    from benchmarks.tta import tta_net
-    from cnn_ocr.preprocess import to_model_input
-
-    torch.manual_seed(0)
-    model = torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(28 * 28, 10)).eval()
-    img = np.zeros((1, 28, 28), np.uint8)
-    img[0, 8:20, 12:15] = 255
-    img[0, 8:11, 12:18] = 255
-    views = [(1, 0, 0), (0, -2, 0)]  # one pixel right, two pixels up
-    expected = [img, np.roll(img, 1, axis=2), np.roll(img, -2, axis=1)]
-    with torch.inference_mode():
-        probs = [torch.softmax(model(torch.from_numpy(to_model_input(e))), 1) for e in expected]
-        out = torch.softmax(tta_net(model, views)(torch.from_numpy(to_model_input(img))), 1)
-        plain = torch.softmax(tta_net(model, [])(torch.from_numpy(to_model_input(img))), 1)
-    assert torch.allclose(out, torch.stack(probs).mean(0), atol=1e-5)
-    assert torch.allclose(plain, probs[0], atol=1e-6)
-    assert not torch.allclose(out, plain, atol=1e-3)
-
-
 @pytest.mark.timeout(300)
 def test_inference_benchmark_smoke(mnist_splits, tmp_path):
     assert bench_cli.main(["inference", "--smoke", "--out", str(tmp_path)]) == 0

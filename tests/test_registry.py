@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from cnn_ocr import registry, select
 from cnn_ocr.config import load_params
+from cnn_ocr.ensembling import pick_members
 from cnn_ocr.registry import CHALLENGER, PRODUCTION, REGISTERED_MODEL, RegistryError
 from cnn_ocr.spec import trained_at_from_ms
 from cnn_ocr.tracking import reading, store
@@ -226,3 +227,19 @@ def test_ensemble_of_cnn_runs_is_scored_logged_and_a_production_candidate(tracki
     assert ens.run_id in [c.run.run_id for c in ranked]
     info, created = select.register_run(ens.run_id, params)
     assert created and info.tags["family"] == "ensemble" and float(info.tags["onnx_parity_max_abs_diff"]) <= 1e-4
+
+    # one run and its views (test-time augmentation): the best CNN run by validation accuracy, averaged over the
+    # input and two rotations, is a run of its own; one run without views is refused in one line
+    one = [*tiny_overrides, "ensemble.members=1"]
+    bare = CliRunner().invoke(app, ["ensemble", *[a for o in one for a in ("--set", o)]])
+    assert bare.exit_code != 0 and "averages nothing without ensemble.views" in bare.output
+    assert "Traceback" not in bare.output
+    views = [*one, "ensemble.views=[[0, 0, 6], [0, 0, -6]]"]
+    tta = CliRunner().invoke(app, ["ensemble", *[a for o in views for a in ("--set", o)]])
+    assert tta.exit_code == 0, tta.output
+    [run] = [r for r in reading.search_runs([params.ensemble.experiment]) if r.run_id != ens.run_id]
+    [best] = pick_members(load_params(overrides=views))
+    assert run.tags["members"] == best.run_id and run.params["n_views"] == "3" and run.name == "ensemble-1x3views"
+    assert {"test_accuracy", "val_accuracy", "inference_ms_per_image"} <= set(run.metrics)
+    info, created = select.register_run(run.run_id, params)
+    assert created and float(info.tags["onnx_parity_max_abs_diff"]) <= 1e-4

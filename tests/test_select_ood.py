@@ -87,6 +87,50 @@ def test_ensemble_graph_outputs_the_members_mean_energy(tiny_splits, tmp_path):
     assert np.allclose(onnx_scores(tmp_path / "ens" / "model.onnx", tiny_splits.test_x[:50]), expected, rtol=1e-4)
 
 
+def test_views_move_the_digit_as_named_and_one_network_and_its_views_export_as_one_graph(tiny_splits, tmp_path):
+    """A `View` shifts right / down by its (dx, dy) and the ensemble of a network and its views averages the
+    probabilities over them (the views in one batch); exported with the MSP detector it matches PyTorch."""
+    import torch
+
+    from cnn_ocr.export import export_model
+    from cnn_ocr.models import build
+    from cnn_ocr.models.ensemble import Ensemble, with_views
+    from cnn_ocr.ood.graph import Detector, onnx_scores
+    from cnn_ocr.preprocess import to_model_input
+
+    torch.manual_seed(0)
+    net = build("base_cnn", load_params().models.base_cnn).eval()
+    img = np.zeros((1, 28, 28), np.uint8)
+    img[0, 8:20, 12:15] = 255
+    img[0, 8:11, 12:18] = 255
+    model = Ensemble(with_views([net], [(1, 0, 0), (0, -2, 0)])).eval()  # one pixel right, two pixels up
+    moved = [img, np.roll(img, 1, axis=2), np.roll(img, -2, axis=1)]
+    with torch.no_grad():
+        expected = torch.stack([torch.softmax(net(torch.from_numpy(to_model_input(m))), 1) for m in moved]).mean(0)
+        got = torch.softmax(model(torch.from_numpy(to_model_input(img))), 1)
+        plain = torch.softmax(net(torch.from_numpy(to_model_input(img))), 1)
+    assert torch.allclose(got, expected, atol=1e-5) and not torch.allclose(got, plain, atol=1e-3)
+
+    rotated = Ensemble(with_views([net], [(0, 0, 6), (0, 0, -6)])).eval()
+    res = export_model(rotated, "ensemble", val=(tiny_splits.val_x, tiny_splits.val_y),
+                       test_images=tiny_splits.test_x, dest=tmp_path / "tta", model_block={"name": "t"},
+                       detector=Detector("msp", 0.0), max_digit_refusal=0.05)
+    assert res.parity.max_abs_diff <= 1e-4
+    with torch.no_grad():
+        x = torch.from_numpy(to_model_input(tiny_splits.test_x[:50]))
+        probs = torch.stack([torch.softmax(m(x), 1) for m in rotated.members]).mean(0)  # one member at a time
+    assert np.allclose(onnx_scores(tmp_path / "tta" / "model.onnx", tiny_splits.test_x[:50]),
+                       probs.max(1).values.numpy(), atol=1e-5)
+
+
+def test_an_ensemble_of_one_run_needs_views():
+    from cnn_ocr.config import ConfigError
+
+    with pytest.raises(ConfigError, match="averages nothing without ensemble.views"):
+        load_params(overrides=["ensemble.members=1"])
+    assert load_params(overrides=["ensemble.members=1", "ensemble.views=[[0, 0, 6]]"]).ensemble.views == [(0, 0, 6)]
+
+
 @pytest.fixture()
 def cnn_run(tracking_uri, tiny_splits, tiny_overrides):
     """A base CNN trained one epoch with outlier exposure (the default) on the tiny slice."""

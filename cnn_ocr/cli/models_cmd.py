@@ -81,7 +81,7 @@ def select(
 def ensemble(
     run: Annotated[list[str] | None, typer.Option("--run", help="Member run id (repeat; default: the best "
                                                                 "`ensemble.members` CNN runs by validation accuracy).")] = None,
-    members: Annotated[int | None, typer.Option("--members", min=2, max=10, help="How many runs to average "
+    members: Annotated[int | None, typer.Option("--members", min=1, max=10, help="How many runs to average "
                                                                                  "(default: ensemble.members).")] = None,
     metrics_out: Annotated[Path | None, typer.Option("--metrics-out", help="Final metrics as JSON (DVC metrics).")] = None,
     params: ParamsOpt = Path("params.yaml"),

@@ -25,12 +25,11 @@ from torch.utils import deterministic
 from cnn_ocr.families import BatchAugmentParams, TorchTrainParams
 from cnn_ocr.fit import EpochCallback, FitResult, StepCallback
 from cnn_ocr.fit.ema import WeightAverage
-from cnn_ocr.preprocess import IMAGE_SIZE, MNIST_MEAN, MNIST_STD
+from cnn_ocr.preprocess import BACKGROUND, IMAGE_SIZE
 
 log = logging.getLogger(__name__)
 
 STEP_REPORT_EVERY = 20
-BACKGROUND = -MNIST_MEAN / MNIST_STD  # a black pixel after normalization
 
 
 def resolve_device(requested: str) -> str:

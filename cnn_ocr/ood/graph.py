@@ -67,12 +67,12 @@ def scored_net(model: Any, detector: Detector) -> Any:
         def _ensemble(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
             """An ensemble's log mean probabilities (as `Ensemble.forward`) and the members' mean energy, or
             the MSP of the averaged probabilities."""
-            member_logits = [m(x) for m in self.net.members]
-            probs = torch.stack([lg.softmax(dim=1) for lg in member_logits]).mean(dim=0)
+            member_logits = self.net.member_logits(x)
+            probs = member_logits.softmax(dim=2).mean(dim=0)
             logits = torch.log(probs.clamp_min(1e-12))
             if detector.name == "msp":
                 return logits, probs.max(1).values
-            return logits, torch.stack([_energy(lg) for lg in member_logits]).mean(dim=0)
+            return logits, torch.stack([_energy(lg) for lg in member_logits.unbind(0)]).mean(dim=0)
 
     return ScoredNet().eval()
 
