@@ -205,8 +205,10 @@ def _ensemble(doc: Doc, runs: list[RunRecord], dataset: str) -> None:
         return
     doc.add(f"### Experiment 4: Ensemble ({doc.v('date', ('start', run, ''))})",
             f"- Run: {_ident(run)}: the averaged probabilities of the best finished CNN runs by validation "
-            f"accuracy: `{doc.v('raw', ('tag', run, 'members'))}`; best member's test accuracy "
-            f"{doc.metric(run, 'best_member_test_accuracy', 'pct')}")
+            f"accuracy: `{doc.v('raw', ('tag', run, 'members'))}`"
+            + (f", each also on the views `{doc.v('raw', ('param', run, 'views'))}` (dx, dy pixels, degrees: "
+               "test-time augmentation)" if run.params.get("views", "[]") != "[]" else "")
+            + f"; best member's test accuracy {doc.metric(run, 'best_member_test_accuracy', 'pct')}")
     _results(doc, run, "")
     image = doc.figure(run, "plots/confusion_matrix.png", "exp4-ensemble-confusion_matrix.png",
                        "Ensemble confusion matrix")
