@@ -49,17 +49,12 @@ def tta_net(model: Any, views: list[tuple[float, float, float]]) -> Any:
     return Ensemble(with_views([model], views)).eval()
 
 
-def _probs(net: Any, images: np.ndarray, batch: int = 1024) -> np.ndarray:
-    import torch
-
+def _probs(net: Any, images: np.ndarray) -> np.ndarray:
     from cnn_ocr.calibration import softmax
+    from cnn_ocr.evaluate import class_scores
     from cnn_ocr.preprocess import to_model_input
 
-    out = []
-    with torch.inference_mode():
-        for start in range(0, len(images), batch):
-            out.append(net(torch.from_numpy(to_model_input(images[start: start + batch]))).numpy())
-    return softmax(np.concatenate(out)) if out else np.zeros((0, 10))
+    return softmax(class_scores(net, to_model_input(images), 1024))
 
 
 def _score_seed(model: Any, params: Any, splits: Any, negatives: np.ndarray, heldout: dict) -> dict[str, Any]:
@@ -86,26 +81,20 @@ def _score_seed(model: Any, params: Any, splits: Any, negatives: np.ndarray, hel
     return out
 
 
-def _latency(model: Any, cfg: dict[str, Any], tmp: Path) -> dict[str, Any]:
+def _latency(model: Any, images: np.ndarray, cfg: dict[str, Any], tmp: Path) -> dict[str, Any]:
     """Batch-1 ONNX Runtime p50 of every variant's graph, the variants interleaved within each repeat, and the
-    largest probability difference between ONNX Runtime and PyTorch on a few inputs."""
-    import torch
-
-    from cnn_ocr.calibration import softmax
-    from cnn_ocr.export import export_onnx
+    largest probability difference between ONNX Runtime and PyTorch on `images` (`check_parity`)."""
+    from cnn_ocr.export import check_parity, export_onnx
     from cnn_ocr.onnx_session import make_session
 
     x1 = np.random.default_rng(0).normal(size=(1, 1, 28, 28)).astype(np.float32)
-    xs = np.random.default_rng(1).normal(size=(8, 1, 28, 28)).astype(np.float32)
     sessions, parity = {}, {}
     for name, views in VIEWS.items():
         net = tta_net(model, views)
         path = tmp / f"{name}.onnx"
         export_onnx(net, FAMILY, path)  # the service's graph: "input" -> "logits", dynamic batch
+        parity[name] = check_parity(path, net, FAMILY, images, 1.0).max_abs_diff
         sessions[name] = make_session(path, 0)
-        with torch.inference_mode():
-            expected = softmax(net(torch.from_numpy(xs)).numpy())
-        parity[name] = float(np.abs(softmax(sessions[name].run(None, {"input": xs})[0]) - expected).max())
     p50: dict[str, list[float]] = {name: [] for name in VIEWS}
     for _ in range(cfg["repeats"]):
         for name, sess in sessions.items():
@@ -173,7 +162,7 @@ def run(smoke: bool = False, out_dir: Path | None = None, model_dir: Path | None
         models[seed] = model.eval()
         per_seed[seed] = _score_seed(models[seed], params, splits, negatives, heldout)
     with tempfile.TemporaryDirectory() as tmp:
-        latency = _latency(models[cfg["seeds"][0]], cfg, Path(tmp))
+        latency = _latency(models[cfg["seeds"][0]], splits.val_x[:64], cfg, Path(tmp))
     fig = _figures(per_seed, latency)
     settings = {"smoke": smoke, "seeds": cfg["seeds"], "slice": cfg["slice"], "recipe": PRODUCTION_RECIPE,
                 "overrides": cfg["overrides"], "views": {n: [list(v) for v in vs] for n, vs in VIEWS.items()},

@@ -68,7 +68,7 @@ def build_ensemble(params: Params, run_ids: list[str] | None = None) -> TrainRes
     from cnn_ocr.models.ensemble import Ensemble, with_views
 
     members = _members_by_id(run_ids, params) if run_ids else pick_members(params)
-    views = [tuple(v) for v in params.ensemble.views]
+    views = params.ensemble.views
     data_name = members[0].tags.get("data_version", "v2.0")  # validation and test splits are shared by versions
     splits = load_version(data_name.split("+")[0], params.data)  # a feedback-extended name: its base version
     model = Ensemble(with_views([load_model(m.run_id) for m in members], views)).eval()
