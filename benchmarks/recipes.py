@@ -20,6 +20,8 @@ from benchmarks.training import _in_child, _job, _test_labels
 log = logging.getLogger(__name__)
 
 FAMILY = "improved_cnn"
+PRODUCTION = "outlier_exposure_full_schedule"  # the recipe params.yaml trains (checked by `_production_recipe`)
+TEACHERS = "production-recipe-seeds"  # in a recipe's overrides: the production recipe's models, one per seed
 OE = "models.improved_cnn.outlier_exposure.enabled"
 EARLY_STOP = "models.improved_cnn.patience=4"  # the early stop of the recipes measured before the whole schedule
 RECIPES: dict[str, list[str]] = {
@@ -66,6 +68,11 @@ RECIPES: dict[str, list[str]] = {
     # 30-50): the same network, so the same latency, if the accuracy pays for 1.5x the training time
     "outlier_exposure_long": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
                               "models.improved_cnn.epochs=30"],
+    # the production recipe distilled from the ensemble of its own seeds (1, 2, 3: averaged softmax at temperature
+    # 4, half of the digits' loss): the ensemble's accuracy in one network, so at one network's latency, if it carries
+    "outlier_exposure_distill": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
+                                 f"models.improved_cnn.distill.teachers=[{TEACHERS}]",
+                                 "models.improved_cnn.distill.weight=0.5", "models.improved_cnn.distill.temperature=4"],
 }
 FULL = {"seeds": [1, 2, 3], "slice": None, "overrides": []}
 SMOKE = {"seeds": [0, 1], "slice": (600, 200, 500),
@@ -169,6 +176,31 @@ def log_to_store(path: Path) -> int:
     return logged
 
 
+def production_models_dir(out_dir: Path, smoke: bool) -> Path:
+    """Where the production recipe's models live: a smoke run's beside its results in `out_dir`, the full size ones in
+    the benchmarks' git-ignored cache (shared by every full run)."""
+    from benchmarks.common import CACHE_DIR
+
+    return out_dir / "production-models" if smoke else CACHE_DIR / "production-recipe"
+
+
+def production_models(overrides: list[str], seeds: list[int], sizes: Any, model_dir: Path) -> dict[int, Path]:
+    """The production recipe's weights for each seed (`model_dir/improved_cnn-seed<N>.pt`), each trained when
+    missing in its own spawned process as a recipe run is (other benchmarks score them or distill from them)."""
+    recipe = [*RECIPES[PRODUCTION], *overrides]
+    weights = {seed: model_dir / f"{FAMILY}-seed{seed}.pt" for seed in seeds}
+    for seed, file in weights.items():
+        if not file.is_file():
+            log.info("training the production recipe, seed %d, into %s", seed, model_dir)
+            _in_child(_job, FAMILY, recipe, seed, sizes, str(model_dir), True, False)
+    return weights
+
+
+def _with_teachers(overrides: list[str], teachers: list[Path]) -> list[str]:
+    """`overrides` with the TEACHERS placeholder replaced by the teachers' files."""
+    return [o.replace(TEACHERS, ", ".join(str(t) for t in teachers)) for o in overrides]
+
+
 def _smoke_data_dir(out_dir: Path) -> Path:
     """`out_dir`/data: links to the prepared digit versions, so that a smoke run's small generated negatives
     never land among the project's data versions."""
@@ -240,6 +272,7 @@ def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | N
     if smoke:  # its small negatives go to a data folder of its own, beside links to the prepared digits
         cfg = dict(cfg, overrides=[*cfg["overrides"], f"data.processed_dir={_smoke_data_dir(out_dir)}"])
     cache_dir = cache_dir or (ROOT / "outputs" / "recipe-probs" if out_dir == RESULTS_DIR else out_dir / "recipe-probs")
+    model_dir = production_models_dir(out_dir, smoke)
     names = list(RECIPES)
     unknown = sorted(set(recipes or []) - set(names))
     if unknown:
@@ -268,8 +301,13 @@ def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | N
             if name not in to_train or any(r["seed"] == seed for r in runs[name]):
                 continue
             log.info("recipe benchmark: %s seed %d", name, seed)
-            # no model cache; negatives when the recipe turns outlier exposure on; its not-a-digit figures
-            result = _in_child(_job, FAMILY, [*cfg["overrides"], *RECIPES[name]], seed, cfg["slice"], None, True, True)
+            recipe = RECIPES[name]
+            if any(TEACHERS in o for o in recipe):  # distillation: from the production recipe's models of every seed
+                teachers = production_models(cfg["overrides"], cfg["seeds"], cfg["slice"], model_dir)
+                recipe = _with_teachers(recipe, list(teachers.values()))
+            # no model cache; negatives when the recipe turns outlier exposure on; its not-a-digit figures. The run's
+            # own overrides come last: a smoke run's small network and 2 epochs hold for every recipe
+            result = _in_child(_job, FAMILY, [*recipe, *cfg["overrides"]], seed, cfg["slice"], None, True, True)
             cache_dir.mkdir(parents=True, exist_ok=True)
             np.save(_probs_file(cache_dir, mode, name, seed), result["test_probs"])
             runs[name].append(result)

@@ -69,6 +69,7 @@ def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | N
     from cnn_ocr.models import build
     from cnn_ocr.ood.run import training_negatives
     from cnn_ocr.preprocess import to_model_input
+    from cnn_ocr.train import load_teacher
 
     fp = getattr(params.models, family)
     device = torch_loop.resolve_device(params.device)
@@ -80,6 +81,7 @@ def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | N
     test = tensors(splits.test_x, splits.test_y)
     per_epoch: list[dict[str, float]] = []
     epoch_images = min(fp.epoch_samples or len(splits.train_y), len(splits.train_y))
+    teacher = load_teacher(family, params, device)  # before the seeded block, which building networks draws from
     with torch_loop.seeded(seed, device):
         model = build(family, fp).to(device)
 
@@ -92,7 +94,8 @@ def _torch_job(family: str, params: Any, splits: Any, seed: int, cache: Path | N
         oe = training_negatives(params, fp) if negatives else None
         fit = torch_loop.fit(model, tensors(splits.train_x, splits.train_y), val, fp,
                              seed=seed, eval_batch_size=params.models.evaluation.batch_size, on_epoch=on_epoch,
-                             negatives=None if oe is None else torch.from_numpy(to_model_input(oe[0])).to(device))
+                             negatives=None if oe is None else torch.from_numpy(to_model_input(oe[0])).to(device),
+                             teacher=teacher)
         final_logits = _logits(model, test[0], params.models.evaluation.batch_size)
         _, val_acc = torch_loop.evaluate_loss_acc(model, *val, params.models.evaluation.batch_size)
         refused = _refusal_figures(model, params, splits) if refusals else None

@@ -17,14 +17,14 @@ from typing import Any
 
 import numpy as np
 
-from benchmarks.common import CACHE_DIR, percentile, summarize, target, time_calls, torch_device, write_result
-from benchmarks.recipes import FAMILY, RECIPES, _smoke_data_dir
+from benchmarks.common import percentile, summarize, target, time_calls, torch_device, write_result
+from benchmarks.recipes import FAMILY, PRODUCTION, RECIPES, _smoke_data_dir, production_models, production_models_dir
 from benchmarks.recipes import SMOKE as RECIPES_SMOKE
-from benchmarks.training import _in_child, _job, _splits
+from benchmarks.training import _splits
 
 log = logging.getLogger(__name__)
 
-PRODUCTION_RECIPE = "outlier_exposure_full_schedule"
+PRODUCTION_RECIPE = PRODUCTION
 LATENCY_TARGET_MS = 0.3  # the production model's batch-1 ONNX p50 target beside its 99.70 % test target
 # extra views beside the input itself: (dx, dy) pixel shifts (right, down) and rotations in degrees
 VIEWS: dict[str, list[tuple[float, float, float]]] = {
@@ -142,14 +142,9 @@ def run(smoke: bool = False, out_dir: Path | None = None, model_dir: Path | None
     overrides = list(cfg["overrides"])
     if smoke:  # its small negatives go to a data folder of its own, as the recipe benchmark's smoke run does
         overrides.append(f"data.processed_dir={_smoke_data_dir(out_dir)}")
-    model_dir = model_dir or (out_dir / "tta-models" if smoke else CACHE_DIR / "tta")
-    recipe = [*overrides, *RECIPES[PRODUCTION_RECIPE]]
-    params = load_params(overrides=recipe)
-    weights = {seed: model_dir / f"{FAMILY}-seed{seed}.pt" for seed in cfg["seeds"]}
-    for seed, file in weights.items():
-        if not file.is_file():
-            log.info("tta benchmark: training the production recipe, seed %d, into %s", seed, model_dir)
-            _in_child(_job, FAMILY, recipe, seed, cfg["slice"], str(model_dir), True, False)
+    model_dir = model_dir or production_models_dir(out_dir, smoke)
+    params = load_params(overrides=[*overrides, *RECIPES[PRODUCTION_RECIPE]])
+    weights = production_models(overrides, cfg["seeds"], cfg["slice"], model_dir)
     torch.set_num_threads(core_count())
     splits = _splits(params.models.improved_cnn.data_version, params, cfg["slice"])
     negatives = ensure_negatives(params.negatives, params.data)["val"].x

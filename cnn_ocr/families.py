@@ -56,6 +56,16 @@ class OutlierExposureParams(Strict):
     head_convs: int = Field(ge=0, le=16)  # conv layers at the end of `features` re-fitted with the head
 
 
+class DistillParams(Strict):
+    """Knowledge distillation (Hinton et al., 2015): the network also learns the averaged softmax of teachers."""
+
+    # finished CNN runs (MLflow run ids) or state-dict files (`.pt`) of networks built from this same block; their
+    # probabilities at `temperature`, averaged, are the soft targets; empty = off
+    teachers: list[str]
+    weight: float = Field(ge=0, le=1)  # share of the soft targets' term in the digits' loss (1 - weight: the labels)
+    temperature: float = Field(gt=0, le=20)  # softens teacher and student alike; the term is scaled by its square
+
+
 class TorchTrainParams(Strict):
     """Knobs shared by the CNN families: one training loop reads them."""
 
@@ -74,6 +84,7 @@ class TorchTrainParams(Strict):
     ema_decay: float | None = Field(gt=0, lt=1)  # exponential moving average of the weights; null = off
     precision: Literal["fp32", "bf16", "bf16_features", "auto"]  # the training forward pass (weights, updates,
     # evaluation stay fp32); bf16_features: the convolutions only; auto: bf16_features on a CPU with AMX, else fp32
+    distill: DistillParams
 
 
 class BaseCnnParams(TorchTrainParams):

@@ -99,8 +99,40 @@ def _epoch_logger(epoch_callback: EpochCallback | None) -> EpochCallback:
     return on_epoch
 
 
+def load_teacher(family: str, params: Params, device: str) -> Any:
+    """The `Ensemble` of `models.<family>.distill.teachers` on `device` (None without teachers): each entry a
+    state-dict file (`.pt`) of the network this block builds, or the id of a finished CNN run of the tracking store.
+    A missing file, an unknown run or weights of another shape is a one-line ConfigError."""
+    teachers = family_params(params, family).distill.teachers
+    if not teachers:
+        return None
+    import torch
+
+    from cnn_ocr.config import ConfigError
+    from cnn_ocr.models.ensemble import Ensemble
+    from cnn_ocr.tracking.reading import load_model
+
+    where = f"models.{family}.distill.teachers"
+    members = []
+    for entry in teachers:
+        try:
+            if entry.endswith(".pt"):
+                model = families.get(family).build(family_params(params, family))
+                model.load_state_dict(torch.load(entry, map_location="cpu", weights_only=True))
+            else:
+                model = load_model(entry)
+        except Exception as exc:  # the file system, torch and the store raise several types
+            raise ConfigError(f"{where}: cannot load {entry!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+                              "give state-dict files of this block's network or ids of finished CNN runs") from None
+        if not isinstance(model, torch.nn.Module):
+            raise ConfigError(f"{where}: run {entry!r} holds no CNN; give ids of finished CNN runs")
+        members.append(model)
+    return Ensemble(members).to(device).eval()
+
+
 def _fit_torch(family: str, params: Params, splits: Splits, device: str, on_epoch: EpochCallback,
-               on_step: StepCallback | None, saver: Any = None, resume: dict | None = None) -> tuple[Any, FitResult]:
+               on_step: StepCallback | None, saver: Any = None, resume: dict | None = None,
+               teacher: Any = None) -> tuple[Any, FitResult]:
     import torch
 
     from cnn_ocr.fit import torch_loop
@@ -122,7 +154,7 @@ def _fit_torch(family: str, params: Params, splits: Splits, device: str, on_epoc
         result = torch_loop.fit(model, tensors(splits.train_x, splits.train_y), tensors(splits.val_x, splits.val_y),
                                 fp, seed=params.seed, eval_batch_size=params.models.evaluation.batch_size,
                                 on_epoch=on_epoch, on_step=on_step, on_checkpoint=saver, resume=resume,
-                                negatives=negatives_t)
+                                negatives=negatives_t, teacher=teacher)
     return model, result
 
 
@@ -253,6 +285,7 @@ def train_model(
     early; `resume` (a loaded checkpoint) continues from it.
     """
     fp = family_params(params, family)
+    teacher = load_teacher(family, params, "cpu") if is_torch(family) else None  # a bad entry fails before anything
     splits = _cap_train(splits if splits is not None else load_training_data(fp.data_version, params.data),
                         fp.max_train_samples, params.seed)
     device = "cpu"
@@ -262,6 +295,8 @@ def train_model(
         device = torch_loop.resolve_device(params.device)
         if device == "cpu":
             torch_loop.use_all_cores()
+        if teacher is not None:
+            teacher = teacher.to(device)
     train_idx = train_eval_indices(len(splits.train_y), params)
     run_tags = {**splits.version.as_tags(), **git_tags(), "family": family, "device": device, **(tags or {})}
     run_tags = {k: str(v) for k, v in run_tags.items()}
@@ -274,7 +309,8 @@ def train_model(
             for row in (resume or {}).get("history", []):
                 log_metrics({k: row[k] for k in EPOCH_METRICS if k in row}, step=int(row["epoch"]))
             with saver.logged_on_failure():
-                model, fit = _fit_torch(family, params, splits, device, on_epoch, step_callback, saver, resume)
+                model, fit = _fit_torch(family, params, splits, device, on_epoch, step_callback, saver, resume,
+                                        teacher)
         else:
             model, fit = _fit_sklearn(family, params, splits, train_idx, on_epoch)
         metrics, test_pred, cm = final_metrics(model, family, params, splits, device, train_idx, fit)

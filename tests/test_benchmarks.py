@@ -160,7 +160,7 @@ def test_tta_benchmark_smoke_scores_every_variant_against_the_plain_model(mnist_
     for v in fig["variants"].values():  # the paired counts explain the change in validation accuracy
         row = v["per_seed"][0]
         assert row["val_fixed"] - row["val_broken"] == round((row["val_accuracy"] - plain["val_accuracy"]) * n_val)
-    assert (tmp_path / "tta-models" / "improved_cnn-seed0.pt").is_file()  # trained once, reused by a rerun
+    assert (tmp_path / "production-models" / "improved_cnn-seed0.pt").is_file()  # trained once, reused by a rerun
 
 
 @pytest.mark.timeout(300)

@@ -157,6 +157,77 @@ def test_bf16_training_runs_in_bf16_keeps_fp32_weights_and_repeats(mnist_splits,
             trained(fp, torch.nn.Sequential(torch.nn.Flatten(), torch.nn.Linear(784, 10)))
 
 
+class _SureOf(torch.nn.Module):
+    """A stand-in teacher: logits sure of one digit whatever the input."""
+
+    def __init__(self, digit: int) -> None:
+        super().__init__()
+        self.digit = digit
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.nn.functional.one_hot(torch.full((len(x),), self.digit), 10).float() * 6.0
+
+
+def test_distillation_loss_is_kl_to_the_members_averaged_probabilities():
+    from cnn_ocr.models.ensemble import Ensemble
+
+    x, student = torch.zeros(4, 1, 28, 28), torch.randn(4, 10, generator=torch.Generator().manual_seed(0))
+    teacher, t = Ensemble([_SureOf(3), _SureOf(7)]), 2.0
+    target = (torch.softmax(_SureOf(3)(x) / t, 1) + torch.softmax(_SureOf(7)(x) / t, 1)) / 2  # probabilities averaged
+    expected = (target * (target.log() - torch.log_softmax(student / t, 1))).sum(1).mean() * t**2
+    assert torch.allclose(torch_loop.distillation_loss(student, teacher, x, t), expected, atol=1e-6)
+    alone = Ensemble([_SureOf(3)])
+    assert torch_loop.distillation_loss(_SureOf(3)(x), alone, x, 4.0).abs() < 1e-5  # the teacher itself: no loss
+    student.requires_grad_(True)
+    torch_loop.distillation_loss(student, alone, x, 4.0).backward()
+    assert (student.grad[:, 3] < 0).all()  # a descent step raises the teacher's digit
+
+
+@pytest.mark.model
+def test_distillation_weight_trades_the_labels_for_the_teacher(mnist_splits, params):
+    from cnn_ocr.models.ensemble import Ensemble
+
+    fp = params.models.base_cnn.model_copy(update={"epochs": 1, "batch_size": 64})
+    data = (torch.from_numpy(to_model_input(mnist_splits.train_x[:2000])), torch.from_numpy(mnist_splits.train_y[:2000]))
+    val = (torch.from_numpy(to_model_input(mnist_splits.val_x[:500])), torch.from_numpy(mnist_splits.val_y[:500]))
+
+    def trained(weight, teacher):
+        p = fp.model_copy(update={"distill": fp.distill.model_copy(update={"weight": weight})})
+        with torch_loop.seeded(0, "cpu"):
+            model = build("base_cnn", p)
+            torch_loop.fit(model, data, val, p, seed=0, teacher=teacher)
+        with torch.inference_mode():
+            return model.state_dict(), model.eval()(val[0]).argmax(1)
+
+    plain, plain_pred = trained(0.5, None)
+    unweighted, _ = trained(0.0, Ensemble([_SureOf(3)]))
+    assert all(torch.equal(plain[k], unweighted[k]) for k in plain)  # weight 0: the labels alone, bit for bit
+    assert (plain_pred == val[1]).float().mean() > 0.85
+    _, taught = trained(1.0, Ensemble([_SureOf(3)]))  # the teacher alone: its digit whatever the image
+    assert (taught == 3).float().mean() > 0.9
+
+
+def test_teachers_load_from_state_dict_files_or_fail_in_one_line(params, tmp_path):
+    from cnn_ocr.train import load_teacher
+
+    net = build("base_cnn", params.models.base_cnn).eval()
+    torch.save(net.state_dict(), tmp_path / "teacher.pt")
+    torch.save(build("improved_cnn", params.models.improved_cnn).state_dict(), tmp_path / "other.pt")
+
+    def with_teachers(*files):
+        return load_params("params.yaml", [f"models.base_cnn.distill.teachers=[{', '.join(map(str, files))}]"])
+
+    assert load_teacher("base_cnn", params, "cpu") is None  # params.yaml: no teachers, no distillation
+    teacher = load_teacher("base_cnn", with_teachers(tmp_path / "teacher.pt"), "cpu")
+    x = torch.from_numpy(to_model_input(np.random.default_rng(0).integers(0, 255, (3, 28, 28), dtype=np.uint8)))
+    with torch.inference_mode():
+        assert torch.allclose(teacher.member_logits(x)[0], net(x)) and not teacher.training
+    for bad, needle in [(tmp_path / "missing.pt", "FileNotFoundError"), (tmp_path / "other.pt", "RuntimeError")]:
+        with pytest.raises(ConfigError, match=f"models.base_cnn.distill.teachers: cannot load .*{needle}") as err:
+            load_teacher("base_cnn", with_teachers(bad), "cpu")
+        assert "\n" not in str(err.value)
+
+
 def test_auto_precision_is_bf16_features_only_on_a_cpu_with_amx():
     assert [torch_loop.resolve_precision(r, "cuda") for r in ("auto", "bf16", "fp32")] == ["fp32", "bf16", "fp32"]
     amx = torch.cpu._is_amx_tile_supported()

@@ -116,6 +116,7 @@ def train(
         fail(f"unknown model {model!r}; choose one of: {', '.join(FAMILIES)} (or --resume RUN_ID)", code=2)
     p = params_or_fail(params, (set_ or []) + overrides.split())
     setup_logging()
+    from cnn_ocr.config import ConfigError
     from cnn_ocr.data.raw_store import CacheError
     from cnn_ocr.rerun import ResumeError, resume_training
     from cnn_ocr.tracking import reading, runs, store
@@ -125,7 +126,7 @@ def train(
         signal.signal(sig, runs.interrupt_handler)
     live = _LiveProgress(model or "resumed run", getattr(family_params(p, model), "epochs", 1) if model else 1)
     try:
-        with one_line_errors(CacheError, ResumeError), live.progress:
+        with one_line_errors(CacheError, ResumeError), one_line_errors(ConfigError, code=2), live.progress:
             if resume:
                 result = resume_training(resume, epoch_callback=live.on_epoch, step_callback=live.on_step)
             else:

@@ -119,6 +119,16 @@ def uniform_cross_entropy(logits: torch.Tensor) -> torch.Tensor:
     return -(logits.mean(1) - torch.logsumexp(logits, 1)).mean()
 
 
+def distillation_loss(logits: torch.Tensor, teacher: nn.Module, x: torch.Tensor, temperature: float) -> torch.Tensor:
+    """Hinton et al.'s soft-target term: KL divergence from the teacher's probabilities at `temperature` (the
+    average of its members' softmax; `teacher` is an `Ensemble`, run without gradients) to the student's at the
+    same temperature, times temperature squared so that its gradients keep their scale."""
+    with torch.no_grad():
+        target = torch.softmax(teacher.member_logits(x).float() / temperature, dim=-1).mean(0)
+    log_student = F.log_softmax(logits / temperature, dim=1)
+    return F.kl_div(log_student, target, reduction="batchmean") * temperature**2
+
+
 def _with_negatives(model: nn.Module, xb: torch.Tensor, negatives: torch.Tensor | None, p: TorchTrainParams,
                     gen: torch.Generator) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Logits of the digits and, with outlier exposure on, of `ratio` random negatives per digit (one forward
@@ -173,6 +183,7 @@ def _train_epoch(
     negatives: torch.Tensor | None = None,
     average: WeightAverage | None = None,
     frozen: nn.Module | None = None,
+    teacher: nn.Module | None = None,
 ) -> tuple[float, float]:
     model.train()
     if frozen is not None:  # a part not being trained runs as at inference (batch norm's statistics, no dropout)
@@ -187,6 +198,9 @@ def _train_epoch(
             xb = augment_batch(xb, p.augment, gen)
         logits, neg_logits = _with_negatives(model, xb, negatives, p, gen)
         loss = F.cross_entropy(logits, yb, label_smoothing=p.label_smoothing)
+        if teacher is not None:  # the digits' loss: labels and the teacher's soft targets, weighted
+            soft = distillation_loss(logits, teacher, xb, p.distill.temperature)
+            loss = (1 - p.distill.weight) * loss + p.distill.weight * soft
         if neg_logits is not None:
             loss = loss + p.outlier_exposure.weight * uniform_cross_entropy(neg_logits)
         opt.zero_grad(set_to_none=True)
@@ -328,6 +342,7 @@ def fit(
     on_checkpoint: Callable[[dict], None] | None = None,
     resume: dict | None = None,
     negatives: torch.Tensor | None = None,
+    teacher: nn.Module | None = None,
 ) -> FitResult:
     """Train `model` in place on (x, y) tensors already on the target device; see the module docstring.
 
@@ -339,7 +354,10 @@ def fit(
     `ratio` random negatives per digit, whose softmax is pushed towards uniform with weight
     `p.outlier_exposure.weight`; with `mode: head` the schedule trains on digits alone and `_fit_head` then
     re-fits the dense head on both (after any restore of the best or averaged weights). With `p.ema_decay` set,
-    an exponential moving average of the weights is validated, early-stopped on and returned.
+    an exponential moving average of the weights is validated, early-stopped on and returned. With `teacher` (an
+    `Ensemble` on the same device, `p.distill` its weight and temperature), every batch's digits, augmented as the
+    student sees them, also carry the teacher's soft targets (`distillation_loss`; the schedule's batches, not a
+    head phase's).
     """
     device = train[0].device.type
     p = p.model_copy(update={"precision": resolve_precision(p.precision, device)})
@@ -351,6 +369,8 @@ def fit(
     if head_mode and not two_parts:
         raise ValueError("outlier_exposure.mode head needs a model with `features` and `classifier` parts; use joint")
     model.to(memory_format=torch.channels_last)
+    if teacher is not None:
+        teacher.eval()
     gen = torch.Generator(device=device).manual_seed(seed)
     n = len(train[0])
     steps = math.ceil(min(p.epoch_samples or n, n) / p.batch_size)
@@ -368,7 +388,7 @@ def fit(
             report = lambda done, ls, seen, e=epoch: on_step(e, done, steps, ls.item() / seen)  # noqa: E731
         joint = not head_mode and epoch >= oe.start_epoch
         tr_loss, tr_acc = _train_epoch(model, opt, sched, _epoch_batches(n, p, gen, device), train, p, gen, report,
-                                        negatives if joint else None, average)
+                                        negatives if joint else None, average, teacher=teacher)
         with _judged(model, average):  # validation (and the callbacks) see the weights that would be kept
             row = _epoch_row(model, val, eval_batch_size, epoch, tr_loss, tr_acc, opt, t0)
             result.history.append(row)
