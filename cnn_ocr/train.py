@@ -122,7 +122,8 @@ def load_teacher(family: str, params: Params, device: str) -> Any:
             else:
                 model = load_model(entry)
         except Exception as exc:  # the file system, torch and the store raise several types
-            raise ConfigError(f"{where}: cannot load {entry!r} ({type(exc).__name__}: {str(exc).splitlines()[0][:200]}); "
+            first = (str(exc).splitlines() or [""])[0][:200]
+            raise ConfigError(f"{where}: cannot load {entry!r} ({type(exc).__name__}: {first}); "
                               "give state-dict files of this block's network or ids of finished CNN runs") from None
         if not isinstance(model, torch.nn.Module):
             raise ConfigError(f"{where}: run {entry!r} holds no CNN; give ids of finished CNN runs")
