@@ -24,7 +24,6 @@ from benchmarks.training import _splits
 
 log = logging.getLogger(__name__)
 
-PRODUCTION_RECIPE = PRODUCTION
 LATENCY_TARGET_MS = 0.3  # the production model's batch-1 ONNX p50 target beside its 99.70 % test target
 # extra views beside the input itself: (dx, dy) pixel shifts (right, down) and rotations in degrees
 VIEWS: dict[str, list[tuple[float, float, float]]] = {
@@ -143,7 +142,7 @@ def run(smoke: bool = False, out_dir: Path | None = None, model_dir: Path | None
     if smoke:  # its small negatives go to a data folder of its own, as the recipe benchmark's smoke run does
         overrides.append(f"data.processed_dir={_smoke_data_dir(out_dir)}")
     model_dir = model_dir or production_models_dir(out_dir, smoke)
-    params = load_params(overrides=[*overrides, *RECIPES[PRODUCTION_RECIPE]])
+    params = load_params(overrides=[*overrides, *RECIPES[PRODUCTION]])
     weights = production_models(overrides, cfg["seeds"], cfg["slice"], model_dir)
     torch.set_num_threads(core_count())
     splits = _splits(params.models.improved_cnn.data_version, params, cfg["slice"])
@@ -159,7 +158,7 @@ def run(smoke: bool = False, out_dir: Path | None = None, model_dir: Path | None
     with tempfile.TemporaryDirectory() as tmp:
         latency = _latency(models[cfg["seeds"][0]], splits.val_x[:64], cfg, Path(tmp))
     fig = _figures(per_seed, latency)
-    settings = {"smoke": smoke, "seeds": cfg["seeds"], "slice": cfg["slice"], "recipe": PRODUCTION_RECIPE,
+    settings = {"smoke": smoke, "seeds": cfg["seeds"], "slice": cfg["slice"], "recipe": PRODUCTION,
                 "overrides": cfg["overrides"], "views": {n: [list(v) for v in vs] for n, vs in VIEWS.items()},
                 "repeats": cfg["repeats"], "calls": cfg["calls"], "threads": core_count(),
                 "rule": "the variant with the highest mean validation accuracy within the latency target, if it beats plain"}
