@@ -20,15 +20,19 @@ from benchmarks.training import _in_child, _job, _test_labels
 log = logging.getLogger(__name__)
 
 FAMILY = "improved_cnn"
-PRODUCTION = "outlier_exposure_full_schedule"  # the recipe params.yaml trains (checked by `_production_recipe`)
+PRODUCTION = "outlier_exposure_long"  # the recipe params.yaml trains (checked by `production_recipe`)
+# params.yaml's values when the recipes below were measured, where it has moved since: under every recipe, so that
+# a recipe keeps the meaning its figures were measured with (20 epochs until `outlier_exposure_long` shipped)
+MEASURED_ON = ["models.improved_cnn.epochs=20"]
 TEACHERS = "production-recipe-seeds"  # in a recipe's overrides: the production recipe's models, one per seed
 OE = "models.improved_cnn.outlier_exposure.enabled"
 EARLY_STOP = "models.improved_cnn.patience=4"  # the early stop of the recipes measured before the whole schedule
 RECIPES: dict[str, list[str]] = {
     "previous": ["models.improved_cnn.ema_decay=null", f"{OE}=false", EARLY_STOP],
     "ema": ["models.improved_cnn.ema_decay=0.999", f"{OE}=false", EARLY_STOP],
-    # the production recipe (params.yaml): generated negatives in every batch (the not-a-digit score) and the whole
-    # one-cycle schedule, without the early stop on the validation loss, which outlier exposure makes rise mid-schedule
+    # the production recipe before the longer schedule: generated negatives in every batch (the not-a-digit score) and
+    # the whole one-cycle schedule, without the early stop on the validation loss, which outlier exposure makes rise
+    # mid-schedule
     "outlier_exposure_full_schedule": ["models.improved_cnn.ema_decay=null", f"{OE}=true",
                                        "models.improved_cnn.patience=null"],
     # the same with the early stop (the production recipe before the whole schedule was measured to pay)
@@ -64,13 +68,14 @@ RECIPES: dict[str, list[str]] = {
     # on top of the affine jitter: Simard et al.'s alpha 34 / sigma 4 pixels, the distortion the MNIST records use
     "outlier_exposure_elastic": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
                                  "models.improved_cnn.augment.elastic_alpha=34", "models.improved_cnn.augment.elastic_sigma=4"],
-    # the production recipe over a longer one-cycle schedule, 30 epochs instead of 20 (the MNIST records train for
-    # 30-50): the same network, so the same latency, if the accuracy pays for 1.5x the training time
+    # the production recipe (params.yaml): outlier_exposure_full_schedule over a longer one-cycle schedule, 30 epochs
+    # instead of 20 (the MNIST records train for 30-50): the same network, so the same latency, for 1.5x the training
     "outlier_exposure_long": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
                               "models.improved_cnn.epochs=30"],
     # the production recipe distilled from the ensemble of its own seeds (1, 2, 3: averaged softmax at temperature
     # 4, half of the digits' loss): the ensemble's accuracy in one network, so at one network's latency, if it carries
     "outlier_exposure_distill": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
+                                 "models.improved_cnn.epochs=30",
                                  f"models.improved_cnn.distill.teachers=[{TEACHERS}]",
                                  "models.improved_cnn.distill.weight=0.5", "models.improved_cnn.distill.temperature=4"],
 }
@@ -106,15 +111,6 @@ def _chosen(recipes: dict[str, dict[str, Any]]) -> str | None:
     most = max((f["val_accuracy"]["n"] for f in recipes.values()), default=0)
     full = {name: f for name, f in recipes.items() if f["val_accuracy"]["n"] == most}
     return max(full, key=lambda name: full[name]["val_accuracy_mean"]) if full else None
-
-
-def _production_recipe(base_overrides: list[str], names: list[str]) -> str | None:
-    """The recipe that trains the improved CNN exactly as `params.yaml` does (the production recipe), if any."""
-    from cnn_ocr.config import load_params
-
-    ref = load_params(overrides=base_overrides).models.improved_cnn
-    return next((n for n in names if load_params(overrides=[*base_overrides, *RECIPES[n]]).models.improved_cnn == ref),
-                None)
 
 
 def _targets(fig: dict[str, Any]) -> list[dict[str, Any]]:
@@ -176,18 +172,32 @@ def log_to_store(path: Path) -> int:
     return logged
 
 
+def recipe_overrides(name: str, overrides: list[str]) -> list[str]:
+    """What a run of recipe `name` trains with: the values the recipes were measured on, the recipe's own overrides,
+    then the run's (`overrides`: a smoke run's small network and 2 epochs hold for every recipe)."""
+    return [*MEASURED_ON, *RECIPES[name], *overrides]
+
+
+def production_recipe(names: list[str]) -> str | None:
+    """The recipe that trains the improved CNN exactly as `params.yaml` does (the production recipe), if any."""
+    from cnn_ocr.config import load_params
+
+    ref = load_params().models.improved_cnn
+    return next((n for n in names if load_params(overrides=recipe_overrides(n, [])).models.improved_cnn == ref), None)
+
+
 def production_models_dir(out_dir: Path, smoke: bool) -> Path:
     """Where the production recipe's models live: a smoke run's beside its results in `out_dir`, the full size ones in
-    the benchmarks' git-ignored cache (shared by every full run)."""
+    the benchmarks' git-ignored cache (shared by every full run), in a folder named for the recipe."""
     from benchmarks.common import CACHE_DIR
 
-    return out_dir / "production-models" if smoke else CACHE_DIR / "production-recipe"
+    return out_dir / "production-models" if smoke else CACHE_DIR / "production-recipe" / PRODUCTION
 
 
 def production_models(overrides: list[str], seeds: list[int], sizes: Any, model_dir: Path) -> dict[int, Path]:
     """The production recipe's weights for each seed (`model_dir/improved_cnn-seed<N>.pt`), each trained when
     missing in its own spawned process as a recipe run is (other benchmarks score them or distill from them)."""
-    recipe = [*RECIPES[PRODUCTION], *overrides]
+    recipe = recipe_overrides(PRODUCTION, overrides)
     weights = {seed: model_dir / f"{FAMILY}-seed{seed}.pt" for seed in seeds}
     for seed, file in weights.items():
         if not file.is_file():
@@ -285,7 +295,7 @@ def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | N
     done, ensembles = (_resumed(out_dir / "recipes.json", settings, overrides, names, cache_dir, mode, test_y)
                        if resume or recipes or not train else ({}, {}))
     runs: dict[str, list[dict[str, Any]]] = {name: list(done.get(name, [])) for name in names}
-    production = _production_recipe(cfg["overrides"], names)
+    production = production_recipe(names)
     gate = load_params(overrides=cfg["overrides"]).select.min_negative_refusal
 
     def write() -> Path:
@@ -301,13 +311,12 @@ def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | N
             if name not in to_train or any(r["seed"] == seed for r in runs[name]):
                 continue
             log.info("recipe benchmark: %s seed %d", name, seed)
-            recipe = RECIPES[name]
+            recipe = recipe_overrides(name, cfg["overrides"])
             if any(TEACHERS in o for o in recipe):  # distillation: from the production recipe's models of every seed
                 teachers = production_models(cfg["overrides"], cfg["seeds"], cfg["slice"], model_dir)
                 recipe = _with_teachers(recipe, list(teachers.values()))
-            # no model cache; negatives when the recipe turns outlier exposure on; its not-a-digit figures. The run's
-            # own overrides come last: a smoke run's small network and 2 epochs hold for every recipe
-            result = _in_child(_job, FAMILY, [*recipe, *cfg["overrides"]], seed, cfg["slice"], None, True, True)
+            # no model cache; negatives when the recipe turns outlier exposure on; its not-a-digit figures
+            result = _in_child(_job, FAMILY, recipe, seed, cfg["slice"], None, True, True)
             cache_dir.mkdir(parents=True, exist_ok=True)
             np.save(_probs_file(cache_dir, mode, name, seed), result["test_probs"])
             runs[name].append(result)

@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from benchmarks.common import percentile, summarize, target, time_calls, torch_device, write_result
-from benchmarks.recipes import FAMILY, PRODUCTION, RECIPES, _smoke_data_dir, production_models, production_models_dir
+from benchmarks.recipes import FAMILY, PRODUCTION, _smoke_data_dir, production_models, production_models_dir, recipe_overrides
 from benchmarks.recipes import SMOKE as RECIPES_SMOKE
 from benchmarks.training import _splits
 
@@ -142,7 +142,7 @@ def run(smoke: bool = False, out_dir: Path | None = None, model_dir: Path | None
     if smoke:  # its small negatives go to a data folder of its own, as the recipe benchmark's smoke run does
         overrides.append(f"data.processed_dir={_smoke_data_dir(out_dir)}")
     model_dir = model_dir or production_models_dir(out_dir, smoke)
-    params = load_params(overrides=[*overrides, *RECIPES[PRODUCTION]])
+    params = load_params(overrides=recipe_overrides(PRODUCTION, overrides))
     weights = production_models(overrides, cfg["seeds"], cfg["slice"], model_dir)
     torch.set_num_threads(core_count())
     splits = _splits(params.models.improved_cnn.data_version, params, cfg["slice"])
