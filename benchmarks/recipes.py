@@ -272,8 +272,9 @@ def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | N
     an interrupted result with the same settings are kept and only the missing (recipe, seed) pairs are trained;
     with `recipes` (which implies `resume`), only those recipes' missing seeds are, the others' held runs kept as
     they are; without `train` (which implies `resume`), nothing is trained and the held runs' figures are written afresh.
-    Each run's test probabilities are cached in `cache_dir` (git-ignored) for the seeds' ensemble after a resume."""
-    from benchmarks.common import RESULTS_DIR, ROOT
+    Each run's test probabilities are cached in `cache_dir` (git-ignored; full size: the benchmarks' cache beside the
+    production recipe's models) for the seeds' ensemble after a resume."""
+    from benchmarks.common import CACHE_DIR, RESULTS_DIR
     from cnn_ocr.config import load_params
 
     cfg = SMOKE if smoke else FULL
@@ -281,7 +282,7 @@ def run(smoke: bool = False, out_dir: Path | None = None, recipes: list[str] | N
     out_dir = out_dir or RESULTS_DIR
     if smoke:  # its small negatives go to a data folder of its own, beside links to the prepared digits
         cfg = dict(cfg, overrides=[*cfg["overrides"], f"data.processed_dir={_smoke_data_dir(out_dir)}"])
-    cache_dir = cache_dir or (ROOT / "outputs" / "recipe-probs" if out_dir == RESULTS_DIR else out_dir / "recipe-probs")
+    cache_dir = cache_dir or (CACHE_DIR / "recipe-probs" if out_dir == RESULTS_DIR else out_dir / "recipe-probs")
     model_dir = production_models_dir(out_dir, smoke)
     names = list(RECIPES)
     unknown = sorted(set(recipes or []) - set(names))
