@@ -69,7 +69,7 @@ RECIPES: dict[str, list[str]] = {
     "outlier_exposure_elastic": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
                                  "models.improved_cnn.augment.elastic_alpha=34", "models.improved_cnn.augment.elastic_sigma=4"],
     # the production recipe (params.yaml): outlier_exposure_full_schedule over a longer one-cycle schedule, 30 epochs
-    # instead of 20 (the MNIST records train for 30-50): the same network, so the same latency, for 1.5x the training
+    # instead of 20 (the MNIST records train for 30-50): the same network, so the same latency, for 1.5x the time
     "outlier_exposure_long": ["models.improved_cnn.ema_decay=null", f"{OE}=true", "models.improved_cnn.patience=null",
                               "models.improved_cnn.epochs=30"],
     # the production recipe distilled from the ensemble of its own seeds (1, 2, 3: averaged softmax at temperature
