@@ -14,6 +14,7 @@ from benchmarks.common import percentile, summarize, target
 from benchmarks.recipes import PRODUCTION, RECIPES, production_recipe, recipe_overrides
 from benchmarks.training import REFUSALS
 from benchmarks.tta import VIEWS
+from cnn_ocr.config import load_params
 from cnn_ocr.ood.scores import DETECTORS
 
 pytestmark = pytest.mark.slow
@@ -63,8 +64,6 @@ def test_training_benchmark_smoke(mnist_splits, tmp_path):
 
 
 def test_the_production_recipe_is_what_params_yaml_trains_and_older_recipes_keep_their_schedule():
-    from cnn_ocr.config import load_params
-
     assert production_recipe(list(RECIPES)) == PRODUCTION
     shipped = load_params().models.improved_cnn.epochs
     # the recipes measured before params.yaml's schedule moved keep theirs (their held figures stay what they were)
@@ -171,7 +170,19 @@ def test_tta_benchmark_smoke_scores_every_variant_against_the_plain_model(mnist_
     for v in fig["variants"].values():  # the paired counts explain the change in validation accuracy
         row = v["per_seed"][0]
         assert row["val_fixed"] - row["val_broken"] == round((row["val_accuracy"] - plain["val_accuracy"]) * n_val)
-    assert (tmp_path / "production-models" / "improved_cnn-seed0.pt").is_file()  # trained once, reused by a rerun
+    ens = fig["ensemble"]  # the seeds' ensemble, plain and with each set of views
+    assert ens["members"] == len(fig["seeds"]) == 2 and set(ens["variants"]) == set(VIEWS)
+    assert ens["chosen"] in VIEWS and ens["latency_budget_ms"] == load_params().select.latency_budget_ms
+    for name, v in ens["variants"].items():
+        assert v["views"] == 1 + len(VIEWS[name]) and v["onnx_parity_max_abs"] < 1e-4
+        _check_stat(v["batch1_p50_ms"])
+        base = ens["variants"]["plain"]
+        assert v["val_fixed"] - v["val_broken"] == round((v["val_accuracy"] - base["val_accuracy"]) * n_val)
+    assert base["val_fixed"] == base["val_broken"] == 0
+    names = [t["name"] for t in result["targets"]]
+    assert any(n.startswith("ensemble of the 2 seeds") for n in names), names
+    for seed in fig["seeds"]:  # trained once, reused by a rerun
+        assert (tmp_path / "production-models" / f"improved_cnn-seed{seed}.pt").is_file()
 
 
 @pytest.mark.timeout(300)
