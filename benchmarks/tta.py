@@ -80,15 +80,20 @@ def _score_net(net: Any, params: Any, splits: Any, negatives: np.ndarray, heldou
     return row, right
 
 
-def _score_variants(models: list[Any], params: Any, splits: Any, negatives: np.ndarray,
+def _variant_nets(models: list[Any]) -> dict[str, Any]:
+    """Every variant of `models` as one graph each, plain first (VIEWS' order)."""
+    return {name: tta_net(models, views) for name, views in VIEWS.items()}
+
+
+def _score_variants(nets: dict[str, Any], params: Any, splits: Any, negatives: np.ndarray,
                     heldout: dict) -> dict[str, Any]:
-    """Every variant's figures for `models` as one ensemble (one model: itself and its views), paired against the
-    plain variant (the first in VIEWS)."""
+    """Every variant's figures (`_variant_nets`), paired against the plain variant (the first)."""
     out: dict[str, Any] = {}
     plain_right = None
-    for name, views in VIEWS.items():
-        out[name], right = _score_net(tta_net(models, views), params, splits, negatives, heldout, plain_right)
-        plain_right = right if plain_right is None else plain_right
+    for name, net in nets.items():
+        out[name], right = _score_net(net, params, splits, negatives, heldout, plain_right)
+        if plain_right is None:
+            plain_right = right
     return out
 
 
@@ -184,15 +189,18 @@ def run(smoke: bool = False, out_dir: Path | None = None, model_dir: Path | None
         model = build(FAMILY, params.models.improved_cnn)
         model.load_state_dict(torch.load(file, map_location="cpu", weights_only=True))
         models[seed] = model.eval()
-        per_seed[seed] = _score_variants([models[seed]], params, splits, negatives, heldout)
+        nets = _variant_nets([models[seed]])
+        per_seed[seed] = _score_variants(nets, params, splits, negatives, heldout)
+        if seed == cfg["seeds"][0]:
+            timed = dict(nets)  # the first seed's graphs stand for every seed's in the timing
     ensemble = None
-    nets = {name: tta_net([models[cfg["seeds"][0]]], views) for name, views in VIEWS.items()}
     if len(models) > 1:
         log.info("tta benchmark: scoring the ensemble of seeds %s", sorted(models))
-        ensemble = _score_variants(list(models.values()), params, splits, negatives, heldout)
-        nets.update({f"ensemble/{name}": tta_net(list(models.values()), views) for name, views in VIEWS.items()})
+        nets = _variant_nets(list(models.values()))
+        ensemble = _score_variants(nets, params, splits, negatives, heldout)
+        timed.update({f"ensemble/{name}": net for name, net in nets.items()})
     with tempfile.TemporaryDirectory() as tmp:
-        latency = _latency(nets, splits.val_x[:64], cfg, Path(tmp))
+        latency = _latency(timed, splits.val_x[:64], cfg, Path(tmp))
     fig = _figures(per_seed, ensemble, latency, params.select.latency_budget_ms)
     settings = {"smoke": smoke, "seeds": cfg["seeds"], "slice": cfg["slice"], "recipe": PRODUCTION,
                 "overrides": cfg["overrides"], "views": {n: [list(v) for v in vs] for n, vs in VIEWS.items()},

@@ -173,10 +173,10 @@ def test_tta_benchmark_smoke_scores_every_variant_against_the_plain_model(mnist_
     ens = fig["ensemble"]  # the seeds' ensemble, plain and with each set of views
     assert ens["members"] == len(fig["seeds"]) == 2 and set(ens["variants"]) == set(VIEWS)
     assert ens["chosen"] in VIEWS and ens["latency_budget_ms"] == load_params().select.latency_budget_ms
+    base = ens["variants"]["plain"]
     for name, v in ens["variants"].items():
         assert v["views"] == 1 + len(VIEWS[name]) and v["onnx_parity_max_abs"] < 1e-4
         _check_stat(v["batch1_p50_ms"])
-        base = ens["variants"]["plain"]
         assert v["val_fixed"] - v["val_broken"] == round((v["val_accuracy"] - base["val_accuracy"]) * n_val)
     assert base["val_fixed"] == base["val_broken"] == 0
     names = [t["name"] for t in result["targets"]]
