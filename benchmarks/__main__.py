@@ -1,4 +1,4 @@
-"""`python -m benchmarks {training,recipes,tta,inference,service,mainjob,batch,ood,photos,page,all} [--smoke]
+"""`python -m benchmarks {training,recipes,tta,step,inference,service,mainjob,batch,ood,photos,page,all} [--smoke]
 [--out DIR] [--no-readme]` (recipes: also `--resume`, `--recipes`, `--figures-only`).
 
 `page` (not part of `all`: it needs Chromium and a served model) measures the draw-a-digit page with the model in
@@ -12,7 +12,7 @@ import logging
 import sys
 from pathlib import Path
 
-NAMES = ("training", "recipes", "tta", "inference", "service", "mainjob", "batch", "ood", "photos")
+NAMES = ("training", "recipes", "tta", "step", "inference", "service", "mainjob", "batch", "ood", "photos")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import logging
+import math
 import re
 
 import pytest
@@ -12,6 +13,7 @@ from benchmarks import __main__ as bench_cli
 from benchmarks import readme_table
 from benchmarks.common import percentile, summarize, target
 from benchmarks.recipes import PRODUCTION, RECIPES, production_recipe, recipe_overrides
+from benchmarks.step import VARIANTS as STEP_VARIANTS
 from benchmarks.training import REFUSALS
 from benchmarks.tta import VIEWS
 from cnn_ocr.config import load_params
@@ -183,6 +185,24 @@ def test_tta_benchmark_smoke_scores_every_variant_against_the_plain_model(mnist_
     assert any(n.startswith("ensemble of the 2 seeds") for n in names), names
     for seed in fig["seeds"]:  # trained once, reused by a rerun
         assert (tmp_path / "production-models" / f"improved_cnn-seed{seed}.pt").is_file()
+
+
+@pytest.mark.timeout(300)
+def test_step_benchmark_smoke_times_every_loop_variant_and_projects_the_stage(mnist_splits, tmp_path):
+    assert bench_cli.main(["step", "--smoke", "--out", str(tmp_path)]) == 0
+    result = _load(tmp_path / "step.json")
+    fig, settings = result["figures"], result["settings"]
+    assert set(fig["variants"]) == set(STEP_VARIANTS) and fig["fastest"] in STEP_VARIANTS
+    assert fig["steps_per_epoch"] == math.ceil(settings["slice"][0] / fig["batch_size"])  # the sliced split's epoch
+    for v in fig["variants"].values():
+        _check_stat(v["ms_per_step"])
+        assert v["ms_per_step"]["n"] == settings["rounds"]
+        assert v["projected_stage_s"] == pytest.approx(v["ms_per_step"]["median"] / 1000 * fig["steps_per_epoch"]
+                                                       * fig["epochs"])
+    assert fig["variants"]["production"]["speedup_vs_production"] == 1.0
+    assert fig["other_stages_s"] is None  # a smoke run never projects the main job from full figures
+    names = [t["name"] for t in result["targets"]]
+    assert len(names) == 2 and names[0].startswith("improved CNN's training alone"), names
 
 
 @pytest.mark.timeout(300)
