@@ -202,7 +202,8 @@ def test_step_benchmark_smoke_times_every_loop_variant_and_projects_the_stage(mn
     assert fig["variants"]["production"]["speedup_vs_production"] == 1.0
     assert fig["other_stages_s"] is None  # a smoke run never projects the main job from full figures
     names = [t["name"] for t in result["targets"]]
-    assert len(names) == 2 and names[0].startswith("improved CNN's training alone"), names
+    assert names[0].startswith("improved CNN's training alone"), names
+    assert len(names) == 1 + (fig["fastest"] != "production"), names  # a faster option gets its own line
 
 
 @pytest.mark.timeout(300)
