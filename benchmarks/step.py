@@ -38,6 +38,11 @@ SMOKE = {"rounds": 2, "steps": 2, "warmup": 1, "slice": (600, 200, 500),
                        "negatives.train_per_family=20", "negatives.val_per_family=10"]}
 
 
+def _steps_per_epoch(p: Any, n_train: int) -> int:
+    """Batches in one epoch of the recipe `p` over `n_train` training images (as `torch_loop.fit` counts them)."""
+    return math.ceil(min(p.epoch_samples or n_train, n_train) / p.batch_size)
+
+
 class _Variant:
     """One variant's network, optimizer and batches, trained `steps` at a time by the project's epoch loop."""
 
@@ -54,8 +59,7 @@ class _Variant:
         if name != "contiguous":
             net.to(memory_format=torch.channels_last)
         self.model = torch.compile(net) if name == "compiled" else net
-        per_epoch = math.ceil(min(params.epoch_samples or len(data[0]), len(data[0])) / params.batch_size)
-        self.opt, self.sched = torch_loop._make_optimizer(net, params, per_epoch)
+        self.opt, self.sched = torch_loop._make_optimizer(net, params, _steps_per_epoch(params, len(data[0])))
         self.steps = steps
 
     def train(self, steps: int | None = None) -> float:
@@ -93,7 +97,7 @@ def _other_stages_s(results_dir: Path) -> tuple[float | None, str | None]:
 
 def _figures(times: dict[str, list[float]], steps: int, p: Any, n_train: int, other_s: float | None,
              other_commit: str | None) -> dict[str, Any]:
-    per_epoch = math.ceil(min(p.epoch_samples or n_train, n_train) / p.batch_size)
+    per_epoch = _steps_per_epoch(p, n_train)
     base = summarize([t / steps * 1000 for t in times["production"]])["median"]
     out: dict[str, Any] = {"steps_per_epoch": per_epoch, "epochs": p.epochs, "batch_size": p.batch_size,
                            "negatives_per_digit": p.outlier_exposure.ratio if p.outlier_exposure.enabled else 0.0,
