@@ -18,6 +18,7 @@ the latest main-job benchmark (`mainjob.json`), the whole main job.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import logging
 import math
@@ -52,7 +53,7 @@ class _Variant:
         from cnn_ocr.fit import torch_loop
         from cnn_ocr.models import build
 
-        self.name, self.p, self.data, self.negatives = name, params, data, negatives
+        self.name, self.p, self.data, self.negatives, self.seed = name, params, data, negatives, seed
         self.gen = torch.Generator().manual_seed(seed)
         torch.manual_seed(seed)
         net = build("improved_cnn", params)
@@ -63,24 +64,17 @@ class _Variant:
         self.steps = steps
 
     def train(self, steps: int | None = None) -> float:
-        """Seconds for `steps` (default: the variant's) training steps."""
-        import torch
-        from torch.utils import deterministic
-
+        """Seconds for `steps` (default: the variant's) training steps; deterministic kernels as `ocr train` sets them
+        (`torch_loop.seeded`), except for the variant without them."""
         from cnn_ocr.fit import torch_loop
 
         batches = torch_loop._epoch_batches(len(self.data[0]), self.p, self.gen, "cpu")[: steps or self.steps]
-        previous, fill = torch.are_deterministic_algorithms_enabled(), deterministic.fill_uninitialized_memory
-        torch.use_deterministic_algorithms(self.name != "nondeterministic")
-        deterministic.fill_uninitialized_memory = False  # as `torch_loop.seeded` trains
-        try:
+        kernels = contextlib.nullcontext() if self.name == "nondeterministic" else torch_loop.seeded(self.seed, "cpu")
+        with kernels:
             t0 = time.perf_counter()
             torch_loop._train_epoch(self.model, self.opt, self.sched, batches, self.data, self.p, self.gen, None,
                                     self.negatives)
             return time.perf_counter() - t0
-        finally:
-            torch.use_deterministic_algorithms(previous)
-            deterministic.fill_uninitialized_memory = fill
 
 
 def _other_stages_s(results_dir: Path) -> tuple[float | None, str | None]:
@@ -98,12 +92,12 @@ def _other_stages_s(results_dir: Path) -> tuple[float | None, str | None]:
 def _figures(times: dict[str, list[float]], steps: int, p: Any, n_train: int, other_s: float | None,
              other_commit: str | None) -> dict[str, Any]:
     per_epoch = _steps_per_epoch(p, n_train)
-    base = summarize([t / steps * 1000 for t in times["production"]])["median"]
+    ms_per_step = {name: summarize([t / steps * 1000 for t in values]) for name, values in times.items()}
+    base = ms_per_step["production"]["median"]
     out: dict[str, Any] = {"steps_per_epoch": per_epoch, "epochs": p.epochs, "batch_size": p.batch_size,
                            "negatives_per_digit": p.outlier_exposure.ratio if p.outlier_exposure.enabled else 0.0,
                            "other_stages_s": other_s, "other_stages_commit": other_commit, "variants": {}}
-    for name, values in times.items():
-        ms = summarize([t / steps * 1000 for t in values])
+    for name, ms in ms_per_step.items():
         stage_s = ms["median"] / 1000 * per_epoch * p.epochs
         out["variants"][name] = {"ms_per_step": ms, "speedup_vs_production": base / ms["median"],
                                  "projected_stage_s": stage_s,
